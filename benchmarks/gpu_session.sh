@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One GPU session on a machine without network (the project's device runs): install the carried nvidia-cutlass
+# wheel, build and install the package with the preinstalled torch, run every test with the compiled module
+# required, then the benchmarks. Logs and results go to $OUT (default ./gpu-out); the summary is printed last.
+#   usage: bash benchmarks/gpu_session.sh [pytest args...]
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 CUTLASS_EXT_REQUIRE_NATIVE=1
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+
+start=$(date +%s)
+python3 -m pip install -v --no-build-isolation --no-deps . > "$OUT/build.log" 2>&1
+build_rc=$?
+echo "build rc=$build_rc in $(( $(date +%s) - start )) s"
+if [ $build_rc -ne 0 ]; then tail -40 "$OUT/build.log"; exit 1; fi
+
+cd /tmp  # import the installed package, not the source tree
+python3 -m cutlass_ext | tee "$OUT/check.txt"
+cd - >/dev/null
+
+python3 -m pytest -q -rs tests "$@" > "$OUT/tests.log" 2>&1
+test_rc=$?
+if [ -n "${SKIP_BENCH:-}" ]; then bench_rc=skipped; else
+  python3 benchmarks/bench_elementwise.py --out "$OUT" > "$OUT/bench.log" 2>&1
+  bench_rc=$?
+fi
+
+echo "== tests (rc=$test_rc) =="; grep -E "passed|failed|error" "$OUT/tests.log" | tail -15
+echo "== bench (rc=$bench_rc) =="; tail -12 "$OUT/bench.log"

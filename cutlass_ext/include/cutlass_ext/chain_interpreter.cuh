@@ -1,0 +1,75 @@
+// Runs a ChainProgram over a thread's fragment of N values, in fp32.
+//
+// The op loop is outside the element loop: each op is decoded once per fragment, not once per element, and the
+// switch is on a value that is the same for every thread of the launch (no divergence). The math of each op
+// lives in epilogue_ops.cuh.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cutlass/array.h>
+
+#include "cutlass_ext/chain_program.h"
+#include "cutlass_ext/epilogue_ops.cuh"
+
+namespace cutlass_ext {
+
+__device__ __forceinline__ float load_vector_element(const ChainVector& vec, int64_t feature) {
+  switch (vec.dtype) {
+    case ChainVectorDtype::kBF16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(vec.data)[feature]);
+    case ChainVectorDtype::kF16:
+      return __half2float(static_cast<const __half*>(vec.data)[feature]);
+    default:
+      return static_cast<const float*>(vec.data)[feature];
+  }
+}
+
+// v: the fragment, in and out. feature_of(i): the output-feature index (column) of element i, called only by the
+// per-feature vector ops. v0, the chain's input, is kept for kResidual.
+template <int N, class FeatureOf>
+__device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass::Array<float, N>& v,
+                                            FeatureOf feature_of) {
+  const cutlass::Array<float, N> v0 = v;
+  auto each = [&v](auto f) {
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < N; ++i) v[i] = f(v[i], i);
+  };
+  for (int k = 0; k < program.num_ops; ++k) {
+    const ChainOp op = program.ops[k];
+    const float a = op.a, b = op.b;
+    switch (op.code) {
+      case ChainOpCode::kAdd: each([a](float x, int) { return ops::add(x, a); }); break;
+      case ChainOpCode::kMul: each([a](float x, int) { return ops::mul(x, a); }); break;
+      case ChainOpCode::kDiv: each([a](float x, int) { return ops::div(x, a); }); break;
+      case ChainOpCode::kClamp: each([a, b](float x, int) { return ops::clamp(x, a, b); }); break;
+      case ChainOpCode::kLeakyRelu: each([a](float x, int) { return ops::leaky_relu(x, a); }); break;
+      case ChainOpCode::kGelu: each([](float x, int) { return ops::gelu(x); }); break;
+      case ChainOpCode::kGeluTanh: each([](float x, int) { return ops::gelu_tanh(x); }); break;
+      case ChainOpCode::kSilu: each([](float x, int) { return ops::silu(x); }); break;
+      case ChainOpCode::kSigmoid: each([](float x, int) { return ops::sigmoid(x); }); break;
+      case ChainOpCode::kTanh: each([](float x, int) { return ops::tanh(x); }); break;
+      case ChainOpCode::kMish: each([](float x, int) { return ops::mish(x); }); break;
+      case ChainOpCode::kSoftplus: each([a, b](float x, int) { return ops::softplus(x, a, b); }); break;
+      case ChainOpCode::kElu: each([a](float x, int) { return ops::elu(x, a); }); break;
+      case ChainOpCode::kHardswish: each([](float x, int) { return ops::hardswish(x); }); break;
+      case ChainOpCode::kHardsigmoid: each([](float x, int) { return ops::hardsigmoid(x); }); break;
+      case ChainOpCode::kAbs: each([](float x, int) { return ops::abs(x); }); break;
+      case ChainOpCode::kNeg: each([](float x, int) { return ops::neg(x); }); break;
+      case ChainOpCode::kAddVector: {
+        const ChainVector vec = program.vectors[op.vector];
+        each([&](float x, int i) { return x + load_vector_element(vec, feature_of(i)); });
+        break;
+      }
+      case ChainOpCode::kMulVector: {
+        const ChainVector vec = program.vectors[op.vector];
+        each([&](float x, int i) { return x * load_vector_element(vec, feature_of(i)); });
+        break;
+      }
+      case ChainOpCode::kResidual: each([&v0, a](float x, int i) { return ops::residual(x, v0[i], a); }); break;
+    }
+  }
+}
+
+}  // namespace cutlass_ext

@@ -1,0 +1,62 @@
+// The epilogue chain as data: a small POD that every kernel receives at launch, by value, as a kernel parameter.
+//
+// Python (python/cutlass_ext/epilogue.py) lowers a user's chain to these device ops; cutlass_ext/torch/
+// chain_program.cpp builds the POD from the op names; chain_interpreter.cuh runs it. Nothing is compiled per
+// chain: one kernel runs any chain, and since every thread of a launch runs the same program, the interpreter's
+// branches are uniform across the warp.
+#pragma once
+
+#include <cstdint>
+
+namespace cutlass_ext {
+
+// 16 ops covers every chain seen in practice; the struct stays ~300 bytes, far under the kernel-parameter limit.
+constexpr int kMaxChainOps = 16;
+// Per-feature vectors (a second bias, a per-channel scale) that one chain may read.
+constexpr int kMaxChainVectors = 4;
+
+// The device ops. Several user-level ops lower to one of these (sub -> add, relu/relu6/hardtanh -> clamp).
+enum class ChainOpCode : int32_t {
+  kAdd,          // v + a
+  kMul,          // v * a
+  kDiv,          // v / a (true division, as torch)
+  kClamp,        // clamp(v, a, b); NaN stays NaN, as torch.clamp
+  kLeakyRelu,    // v > 0 ? v : v * a
+  kGelu,         // v/2 * (1 + erf(v / sqrt 2))
+  kGeluTanh,     // v/2 * (1 + tanh(sqrt(2/pi) * (v + 0.044715 v^3)))
+  kSilu,         // v / (1 + exp(-v))
+  kSigmoid,      // 1 / (1 + exp(-v))
+  kTanh,         // tanh(v)
+  kMish,         // v * tanh(log1p(exp(v)))
+  kSoftplus,     // v * a > b ? v : log1p(exp(v * a)) / a   (a = beta, b = threshold)
+  kElu,          // v > 0 ? v : a * expm1(v)
+  kHardswish,    // v * min(max(v + 3, 0), 6) / 6
+  kHardsigmoid,  // min(max(v + 3, 0), 6) / 6
+  kAbs,          // |v|
+  kNeg,          // -v
+  kAddVector,    // v + vec[feature]
+  kMulVector,    // v * vec[feature]
+  kResidual,     // v + a * v0, v0 being the chain's input (the accumulator plus bias in a GEMM)
+};
+
+enum class ChainVectorDtype : int32_t { kF32, kBF16, kF16 };
+
+struct ChainOp {
+  ChainOpCode code;
+  int32_t vector;  // index into ChainProgram::vectors, for kAddVector / kMulVector
+  float a;
+  float b;
+};
+
+struct ChainVector {
+  const void* data;  // length = number of output features, contiguous
+  ChainVectorDtype dtype;
+};
+
+struct ChainProgram {
+  int32_t num_ops;
+  ChainOp ops[kMaxChainOps];
+  ChainVector vectors[kMaxChainVectors];
+};
+
+}  // namespace cutlass_ext

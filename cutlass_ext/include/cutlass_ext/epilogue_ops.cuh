@@ -1,0 +1,61 @@
+// The math of every epilogue op on the device: the single definition that the elementwise kernel and every GEMM
+// epilogue use. Each function follows the formula of PyTorch's own CUDA kernel for the op, in fp32, with its
+// special cases (NaN in gives NaN out wherever torch's does). tests/ hold these to python/cutlass_ext/epilogue.py,
+// whose reference math is torch itself.
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace cutlass_ext::ops {
+
+// std::max / std::min as torch's kernels use them: comparison-based, so a NaN first argument propagates
+// (fmaxf/fminf would drop it).
+__device__ __forceinline__ float max_keep_nan(float x, float y) { return x < y ? y : x; }
+__device__ __forceinline__ float min_keep_nan(float x, float y) { return y < x ? y : x; }
+
+__device__ __forceinline__ float add(float v, float a) { return v + a; }
+__device__ __forceinline__ float mul(float v, float a) { return v * a; }
+__device__ __forceinline__ float div(float v, float a) { return v / a; }
+
+// torch.clamp: NaN stays NaN; otherwise min(max(v, lo), hi).
+__device__ __forceinline__ float clamp(float v, float lo, float hi) {
+  return isnan(v) ? v : fminf(fmaxf(v, lo), hi);
+}
+
+__device__ __forceinline__ float leaky_relu(float v, float slope) { return v > 0.f ? v : v * slope; }
+
+__device__ __forceinline__ float gelu(float v) {
+  constexpr float kSqrtHalf = 0.70710678118654752440f;
+  return v * 0.5f * (1.f + erff(v * kSqrtHalf));
+}
+
+__device__ __forceinline__ float gelu_tanh(float v) {
+  constexpr float kBeta = 0.79788456080286535588f;  // sqrt(2 / pi)
+  constexpr float kKappa = 0.044715f;
+  const float inner = kBeta * (v + kKappa * (v * v * v));
+  return 0.5f * v * (1.f + tanhf(inner));
+}
+
+__device__ __forceinline__ float silu(float v) { return v / (1.f + expf(-v)); }
+__device__ __forceinline__ float sigmoid(float v) { return 1.f / (1.f + expf(-v)); }
+__device__ __forceinline__ float tanh(float v) { return tanhf(v); }
+__device__ __forceinline__ float mish(float v) { return v * tanhf(log1pf(expf(v))); }
+
+__device__ __forceinline__ float softplus(float v, float beta, float threshold) {
+  return v * beta > threshold ? v : log1pf(expf(v * beta)) / beta;
+}
+
+__device__ __forceinline__ float elu(float v, float alpha) { return v <= 0.f ? expm1f(v) * alpha : v; }
+
+constexpr float kOneSixth = 1.f / 6.f;
+__device__ __forceinline__ float relu6_shifted(float v) { return min_keep_nan(max_keep_nan(v + 3.f, 0.f), 6.f); }
+__device__ __forceinline__ float hardsigmoid(float v) { return relu6_shifted(v) * kOneSixth; }
+__device__ __forceinline__ float hardswish(float v) { return v * relu6_shifted(v) * kOneSixth; }
+
+__device__ __forceinline__ float abs(float v) { return fabsf(v); }
+__device__ __forceinline__ float neg(float v) { return -v; }
+
+// v + a * v0, rounded twice like torch's `v + a * v0` (no fused multiply-add).
+__device__ __forceinline__ float residual(float v, float v0, float a) { return v + __fmul_rn(a, v0); }
+
+}  // namespace cutlass_ext::ops

@@ -1,0 +1,3 @@
+#include "cutlass_ext/elementwise_kernel.cuh"
+
+template cudaError_t cutlass_ext::launch_elementwise<cutlass::half_t>(const ElementwiseArgs&, const ChainProgram&, cudaStream_t);

@@ -1,0 +1,17 @@
+// Builds the device ChainProgram from the op schema's arguments (device op names, two parameters per op, the
+// per-feature vectors in the order the ops use them), checking everything the kernels rely on.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "cutlass_ext/chain_program.h"
+
+namespace cutlass_ext {
+
+// features: the length every vector must have (the output's last dimension). device: where they must live.
+ChainProgram make_chain_program(c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params,
+                                at::TensorList vectors, int64_t features, c10::Device device);
+
+}  // namespace cutlass_ext

@@ -1,0 +1,80 @@
+#include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "chain_program.h"
+#include "cutlass_ext/elementwise.h"
+#include "ops.h"
+
+namespace cutlass_ext {
+namespace {
+
+DType kernel_dtype(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::kF32;
+    case at::kBFloat16: return DType::kBF16;
+    case at::kHalf: return DType::kF16;
+    default:
+      TORCH_CHECK(false, "cutlass_ext.elementwise: dtype ", t.scalar_type(),
+                  " is not supported (float32, bfloat16 or float16)");
+  }
+}
+
+void run(const at::Tensor& x, const at::Tensor& out, const ChainProgram& program) {
+  if (x.numel() == 0) return;
+  if (x.dim() > kMaxElementwiseRank && !(x.is_contiguous() && out.is_contiguous())) {
+    // Rare: more dimensions than the strided kernel indexes. Run on contiguous copies.
+    at::Tensor result = at::empty(x.sizes(), x.options());
+    run(x.contiguous(), result, program);
+    out.copy_(result);
+    return;
+  }
+  ElementwiseArgs args{};
+  args.x = x.data_ptr();
+  args.y = out.data_ptr();
+  args.numel = x.numel();
+  args.features = x.dim() > 0 ? x.size(-1) : 1;
+  args.contiguous = x.is_contiguous() && out.is_contiguous();
+  args.layout.rank = int32_t(x.dim());
+  for (int64_t d = 0; d < x.dim() && !args.contiguous; ++d) {
+    args.layout.sizes[d] = x.size(d);
+    args.layout.x_strides[d] = x.stride(d);
+    args.layout.y_strides[d] = out.stride(d);
+  }
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  const cudaError_t status =
+      run_elementwise(kernel_dtype(x), args, program, c10::cuda::getCurrentCUDAStream(x.device().index()));
+  TORCH_CHECK(status == cudaSuccess, "cutlass_ext.elementwise: kernel launch failed: ", cudaGetErrorString(status));
+}
+
+void check_input(const at::Tensor& x) {
+  TORCH_CHECK(x.is_cuda(), "cutlass_ext.elementwise: x must be a CUDA tensor, got ", x.device());
+  kernel_dtype(x);
+}
+
+}  // namespace
+
+at::Tensor elementwise(const at::Tensor& x, c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params,
+                       at::TensorList vectors) {
+  check_input(x);
+  const ChainProgram program = make_chain_program(ops, params, vectors, x.dim() > 0 ? x.size(-1) : 1, x.device());
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  run(x, out, program);
+  return out;
+}
+
+void elementwise_out(const at::Tensor& x, c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params,
+                     at::TensorList vectors, const at::Tensor& out) {
+  check_input(x);
+  TORCH_CHECK(out.device() == x.device(), "cutlass_ext.elementwise: out is on ", out.device(), ", x on ", x.device());
+  TORCH_CHECK(out.scalar_type() == x.scalar_type(), "cutlass_ext.elementwise: out has dtype ", out.scalar_type(),
+              ", x has ", x.scalar_type());
+  TORCH_CHECK(out.sizes() == x.sizes(), "cutlass_ext.elementwise: out has shape ", out.sizes(), ", x has ", x.sizes());
+  at::assert_no_internal_overlap(out);
+  at::assert_no_partial_overlap(out, x);
+  const ChainProgram program = make_chain_program(ops, params, vectors, x.dim() > 0 ? x.size(-1) : 1, x.device());
+  run(x, out, program);
+}
+
+}  // namespace cutlass_ext

@@ -1,0 +1,19 @@
+// The torch op schemas of namespace cutlass_ext and their CUDA kernels. The Python package registers the fake
+// (meta) implementations for torch.compile and the CPU implementations (the reference math), in
+// python/cutlass_ext/_library.py.
+//
+// An epilogue travels as `ops` (device op names, see chain_program.cpp), `params` (two per op) and `vectors`
+// (the per-feature tensors, in the order the ops read them); python/cutlass_ext/epilogue.py encodes it.
+#include <torch/library.h>
+
+#include "ops.h"
+
+TORCH_LIBRARY(cutlass_ext, m) {
+  m.def("elementwise(Tensor x, str[] ops, float[] params, Tensor[] vectors) -> Tensor");
+  m.def("elementwise_out(Tensor x, str[] ops, float[] params, Tensor[] vectors, Tensor(a!) out) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(cutlass_ext, CUDA, m) {
+  m.impl("elementwise", &cutlass_ext::elementwise);
+  m.impl("elementwise_out", &cutlass_ext::elementwise_out);
+}

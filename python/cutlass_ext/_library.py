@@ -1,0 +1,37 @@
+"""The Python side of the torch ops that the compiled module defines (cutlass_ext/torch/library.cpp):
+fake implementations, so torch.compile can trace them, and CPU implementations, the reference math."""
+
+from __future__ import annotations
+
+import torch
+
+from .epilogue import run_device_ops
+
+_registered = False
+
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def register_python_impls() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
+
+    @torch.library.register_fake("cutlass_ext::elementwise")
+    def _elementwise_fake(x, ops, params, vectors):
+        torch._check(x.dtype in _DTYPES, lambda: f"cutlass_ext.elementwise: unsupported dtype {x.dtype}")
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+    @torch.library.register_fake("cutlass_ext::elementwise_out")
+    def _elementwise_out_fake(x, ops, params, vectors, out):
+        torch._check(out.shape == x.shape, lambda: "cutlass_ext.elementwise: out and x differ in shape")
+        torch._check(out.dtype == x.dtype, lambda: "cutlass_ext.elementwise: out and x differ in dtype")
+
+    @torch.library.register_kernel("cutlass_ext::elementwise", "cpu")
+    def _elementwise_cpu(x, ops, params, vectors):
+        return run_device_ops(x, ops, params, vectors).contiguous()
+
+    @torch.library.register_kernel("cutlass_ext::elementwise_out", "cpu")
+    def _elementwise_out_cpu(x, ops, params, vectors, out):
+        out.copy_(run_device_ops(x, ops, params, vectors))
