@@ -91,6 +91,14 @@ def test_cpu_autograd_through_the_reference(gen):
     torch.testing.assert_close(x.grad, 3 * (1 - torch.tanh(3 * x.detach()) ** 2))
 
 
+def test_cpu_torch_compile_fullgraph(gen):
+    """The Python layer (parsing, checks, path choice) traces without graph breaks."""
+    epi = Epilogue("mul(0.5) | hardtanh(-2, 2) | gelu")
+    f = torch.compile(lambda x: cutlass_ext.elementwise(x, epi) + 1, fullgraph=True, backend="eager")
+    x = torch.randn(16, 32, generator=gen)
+    torch.testing.assert_close(f(x), epi.reference(x) + 1, rtol=0, atol=0)
+
+
 def test_bad_inputs_raise_clear_errors():
     x = torch.randn(4, 8)
     with pytest.raises(TypeError, match="dtype torch.float64"):
@@ -182,9 +190,11 @@ def test_longest_chain_runs_natively():
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(0,), (1,), (3,), (7,), (8,), (9,), (17,), (1023,), (4099,), (), (0, 5), (3, 0),
                                    (2, 3, 5), (1000, 37)], ids=str)
-def test_sizes(shape, dtype):
+@pytest.mark.parametrize("chain", ["mul(0.5) | hardtanh(-2, 2) | gelu", "mul(0.5) | hardtanh(-2, 2) | residual"])
+def test_sizes(shape, dtype, chain):
+    """Both launch shapes (chains with and without transcendentals), sizes around every vector width."""
     x = torch.randn(shape, device="cuda").to(dtype)
-    epi = Epilogue("mul(0.5) | hardtanh(-2, 2) | gelu")
+    epi = Epilogue(chain)
     assert_matches_reference(run_native(x, epi, out=poisoned(x)), x, epi)
     y = run_native(x, epi)
     assert y.shape == x.shape and y.is_contiguous()
@@ -232,7 +242,7 @@ def test_in_place(layout, dtype):
 @pytest.mark.gpu
 def test_partial_overlap_is_refused():
     base = torch.randn(100, device="cuda")
-    with pytest.raises(RuntimeError, match="overlap"):
+    with pytest.raises(RuntimeError, match="refer to a single memory location"):
         cutlass_ext.elementwise(base[:90], "relu", out=base[10:])
 
 

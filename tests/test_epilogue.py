@@ -45,9 +45,10 @@ def test_built_from_objects_equals_parsed():
 
 
 def test_lowering():
-    names, params, vectors = Epilogue("sub(3) | relu | relu6 | hardtanh | clamp(max=2) | swish").encode()
-    assert names == ["add", "clamp", "clamp", "clamp", "clamp", "silu"]
-    assert params == [-3.0, 0.0, 0.0, math.inf, 0.0, 6.0, -1.0, 1.0, -math.inf, 2.0, 0.0, 0.0]
+    names, params, vectors = Epilogue("sub(3) | relu | relu6 | hardtanh | clamp(max=2) | swish | div(3)").encode()
+    assert names == ["add", "clamp", "clamp", "clamp", "clamp", "silu", "mul"]
+    third = (torch.tensor(1.0) / torch.tensor(3.0)).item()  # the float32 reciprocal
+    assert params == [-3.0, 0.0, 0.0, math.inf, 0.0, 6.0, -1.0, 1.0, -math.inf, 2.0, 0.0, 0.0, third, 0.0]
     assert vectors == []
 
 
@@ -151,8 +152,9 @@ def test_reference_is_torch(name, gen):
     x = torch.cat([torch.randn(64, 16, generator=gen) * 4, SPECIALS[None, :]])
     epi = Epilogue(text, v=VEC) if "(v)" in text else Epilogue(text)
     got = epi.reference(x)
-    # swish and residual are written as compositions in torch; everything else must be bit-identical.
-    exact = name not in ("swish", "residual")
+    # swish and residual are written as compositions in torch, and div multiplies by the float32 reciprocal as
+    # torch's CUDA kernels do (the CPU divides): one float32 rounding apart. Everything else is bit-identical.
+    exact = name not in ("swish", "residual", "div")
     torch.testing.assert_close(got, torch_form(x), rtol=0 if exact else 2e-7, atol=0 if exact else 1e-7,
                                equal_nan=True)
 

@@ -12,7 +12,6 @@ namespace {
 constexpr std::pair<std::string_view, ChainOpCode> kOpNames[] = {
     {"add", ChainOpCode::kAdd},
     {"mul", ChainOpCode::kMul},
-    {"div", ChainOpCode::kDiv},
     {"clamp", ChainOpCode::kClamp},
     {"leaky_relu", ChainOpCode::kLeakyRelu},
     {"gelu", ChainOpCode::kGelu},

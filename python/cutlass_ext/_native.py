@@ -95,6 +95,8 @@ def _arch_runs_on(arch: str, major: int, minor: int) -> bool:
     return a_major == major and minor >= a_minor
 
 
+# Constant for torch.compile: it is decided once per process and device, outside the traced graph.
+@torch.compiler.assume_constant_result
 def device_support(device: torch.device) -> tuple[bool, str]:
     """(True, '') when the compiled kernels can run on ``device``; else (False, why)."""
     info = native_info()

@@ -44,7 +44,6 @@ _INF = math.inf
 DEVICE_OPS: dict[str, Callable] = {
     "add": lambda v, v0, a, b, vec: v + a,
     "mul": lambda v, v0, a, b, vec: v * a,
-    "div": lambda v, v0, a, b, vec: v / a,
     "clamp": lambda v, v0, a, b, vec: torch.clamp(v, a, b),
     "leaky_relu": lambda v, v0, a, b, vec: F.leaky_relu(v, a),
     "gelu": lambda v, v0, a, b, vec: F.gelu(v),
@@ -103,6 +102,13 @@ def _lower_clamp(lo, hi):
     return ("clamp", -_INF if lo is None else lo, _INF if hi is None else hi)
 
 
+def _reciprocal_f32(s):
+    """div(s) runs as mul(1/s), the reciprocal rounded to float32: exactly what torch's CUDA kernels do for a
+    scalar divisor. It can differ from a true division by one float32 ulp (torch on the CPU divides)."""
+    one = torch.tensor(1.0, dtype=torch.float32)
+    return (one / torch.tensor(s, dtype=torch.float32)).item()
+
+
 def _no_params(device_name):
     return lambda: (device_name, 0.0, 0.0)
 
@@ -111,7 +117,8 @@ _SPECS = [
     _Spec("add", (("value", _REQUIRED),), lambda s: ("add", s, 0.0), "v + value"),
     _Spec("sub", (("value", _REQUIRED),), lambda s: ("add", -s, 0.0), "v - value"),
     _Spec("mul", (("value", _REQUIRED),), lambda s: ("mul", s, 0.0), "v * value"),
-    _Spec("div", (("value", _REQUIRED),), lambda s: ("div", s, 0.0), "v / value"),
+    _Spec("div", (("value", _REQUIRED),), lambda s: ("mul", _reciprocal_f32(s), 0.0),
+          "v / value, computed as v * float32(1 / value) like torch on CUDA"),
     _Spec("clamp", (("min", None), ("max", None)), _lower_clamp, "torch.clamp(v, min, max)", check=_check_bounds),
     _Spec("hardtanh", (("min_val", -1.0), ("max_val", 1.0)), _lower_clamp, "F.hardtanh(v, min_val, max_val)",
           check=_check_bounds),

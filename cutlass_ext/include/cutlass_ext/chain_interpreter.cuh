@@ -27,11 +27,12 @@ __device__ __forceinline__ float load_vector_element(const ChainVector& vec, int
 }
 
 // v: the fragment, in and out. feature_of(i): the output-feature index (column) of element i, called only by the
-// per-feature vector ops. v0, the chain's input, is kept for kResidual.
-template <int N, class FeatureOf>
+// per-feature vector ops. v0_of(i): the chain's input for element i, called only by kResidual; a caller that
+// still holds its input (the elementwise kernel's loaded values) rereads it there instead of keeping a copy of
+// the fragment in registers for the whole chain.
+template <int N, class FeatureOf, class InputOf>
 __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass::Array<float, N>& v,
-                                            FeatureOf feature_of) {
-  const cutlass::Array<float, N> v0 = v;
+                                            FeatureOf feature_of, InputOf v0_of) {
   auto each = [&v](auto f) {
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < N; ++i) v[i] = f(v[i], i);
@@ -42,7 +43,6 @@ __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass
     switch (op.code) {
       case ChainOpCode::kAdd: each([a](float x, int) { return ops::add(x, a); }); break;
       case ChainOpCode::kMul: each([a](float x, int) { return ops::mul(x, a); }); break;
-      case ChainOpCode::kDiv: each([a](float x, int) { return ops::div(x, a); }); break;
       case ChainOpCode::kClamp: each([a, b](float x, int) { return ops::clamp(x, a, b); }); break;
       case ChainOpCode::kLeakyRelu: each([a](float x, int) { return ops::leaky_relu(x, a); }); break;
       case ChainOpCode::kGelu: each([](float x, int) { return ops::gelu(x); }); break;
@@ -67,7 +67,7 @@ __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass
         each([&](float x, int i) { return x * load_vector_element(vec, feature_of(i)); });
         break;
       }
-      case ChainOpCode::kResidual: each([&v0, a](float x, int i) { return ops::residual(x, v0[i], a); }); break;
+      case ChainOpCode::kResidual: each([&](float x, int i) { return ops::residual(x, v0_of(i), a); }); break;
     }
   }
 }

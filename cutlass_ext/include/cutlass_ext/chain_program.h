@@ -15,11 +15,12 @@ constexpr int kMaxChainOps = 16;
 // Per-feature vectors (a second bias, a per-channel scale) that one chain may read.
 constexpr int kMaxChainVectors = 4;
 
-// The device ops. Several user-level ops lower to one of these (sub -> add, relu/relu6/hardtanh -> clamp).
+// The device ops. Several user-level ops lower to one of these: sub -> add, relu/relu6/hardtanh -> clamp, and
+// div(s) -> mul(1/s) with the reciprocal rounded to float32, which is what torch's CUDA kernels do for a scalar
+// divisor (and cheaper than an IEEE division per element).
 enum class ChainOpCode : int32_t {
   kAdd,          // v + a
   kMul,          // v * a
-  kDiv,          // v / a (true division, as torch)
   kClamp,        // clamp(v, a, b); NaN stays NaN, as torch.clamp
   kLeakyRelu,    // v > 0 ? v : v * a
   kGelu,         // v/2 * (1 + erf(v / sqrt 2))
@@ -58,5 +59,20 @@ struct ChainProgram {
   ChainOp ops[kMaxChainOps];
   ChainVector vectors[kMaxChainVectors];
 };
+
+// True when every op is a few arithmetic instructions (no exp/erf/tanh/log): such chains leave a memory-bound
+// kernel memory-bound, which changes the best launch shape (elementwise_kernel.cuh).
+inline bool chain_is_cheap(const ChainProgram& program) {
+  for (int i = 0; i < program.num_ops; ++i) {
+    switch (program.ops[i].code) {
+      case ChainOpCode::kGelu: case ChainOpCode::kGeluTanh: case ChainOpCode::kSilu: case ChainOpCode::kSigmoid:
+      case ChainOpCode::kTanh: case ChainOpCode::kMish: case ChainOpCode::kSoftplus: case ChainOpCode::kElu:
+        return false;
+      default:
+        break;
+    }
+  }
+  return true;
+}
 
 }  // namespace cutlass_ext

@@ -1,9 +1,10 @@
 // The standalone elementwise chain kernel: y = chain(x), element by element, fp32 math.
 //
-// Memory-bound, so the contiguous path is built for bandwidth: 16-byte loads and stores, kUnroll independent
-// loads in flight per thread before the first use, a grid-stride loop over a grid sized to the GPU. Anything
-// not contiguous, or not 16-byte aligned, takes the strided path (one element per thread, offsets from the
-// coordinates), which is correct for any strides, in place included.
+// Memory-bound, so the contiguous path is built for bandwidth: 16-byte loads and stores, several independent
+// loads in flight per thread before the first use, one block per chunk of the tensor. Contiguous
+// tensors whose pointers are not 16-byte aligned take the same kernel with one-element accesses; anything else
+// takes the strided path (one element per thread, offsets from the coordinates), correct for any strides.
+// In place (x == y) is safe on every path: each element is read and then written by the same thread.
 #pragma once
 
 #include <cutlass/array.h>
@@ -18,42 +19,71 @@ namespace cutlass_ext {
 namespace elementwise_detail {
 
 constexpr int kThreads = 256;
-constexpr int kUnroll = 4;
+
+// Each thread loads kVec * kUnroll elements per iteration, all in flight before the first use, and runs the chain
+// over them (the ops decoded once per batch). More values per thread amortize decoding and hide the math of
+// exp/erf/tanh chains; fewer leave registers for more resident threads, which a memory-bound chain wants. Measured
+// on an H200 (docs/perf-notes.md, "elementwise kernel"), fp32: 8 values for cheap chains (hardtanh 97-98% of copy
+// bandwidth, against 93% with 16), 16 for chains with transcendentals (mul | hardtanh | gelu 96%, against 91%);
+// bf16/fp16: 16 for both. The register caps (6 and 5 blocks of 256 threads per SM) measured best for each.
+template <int kElementsPerThread>
+constexpr int min_blocks_per_sm() {
+  return kElementsPerThread <= 8 ? 6 : 5;
+}
 
 // Contiguous x and y, kVec elements per access (16 bytes, or 1 element when the pointers are not aligned).
-template <typename T, int kVec>
-__global__ void __launch_bounds__(kThreads)
+// A block covers one chunk of kThreads * kUnroll accesses, thread t taking accesses t, t + kThreads, ...:
+// neighbouring threads touch neighbouring addresses. The grid has one block per chunk (a persistent grid, one
+// block per resident slot looping over chunks, measured 10% slower in fp32); the loop only guards huge tensors.
+template <typename T, int kVec, int kUnroll>
+__global__ void __launch_bounds__(kThreads, min_blocks_per_sm<kVec * kUnroll>())
     contiguous_kernel(const T* x, T* y, int64_t numel, int64_t features, const __grid_constant__ ChainProgram program) {
-  using Vec = cutlass::Array<T, kVec>;
-  using Fragment = cutlass::Array<float, kVec>;
+  constexpr int kElementsPerThread = kVec * kUnroll;
+  using Access = cutlass::Array<T, kVec>;
   cutlass::NumericArrayConverter<float, T, kVec> to_float;
   cutlass::NumericArrayConverter<T, float, kVec> from_float;
 
-  const int64_t num_vecs = numel / kVec;
-  const int64_t stride = int64_t(gridDim.x) * kThreads;
-  for (int64_t first = int64_t(blockIdx.x) * kThreads + threadIdx.x; first < num_vecs; first += stride * kUnroll) {
-    Vec in[kUnroll];
+  const int64_t num_accesses = numel / kVec;
+  for (int64_t chunk = int64_t(blockIdx.x) * kThreads * kUnroll; chunk < num_accesses;
+       chunk += int64_t(gridDim.x) * kThreads * kUnroll) {
+    const int64_t first = chunk + threadIdx.x;
+    Access in[kUnroll];
     CUTLASS_PRAGMA_UNROLL
     for (int u = 0; u < kUnroll; ++u) {
-      const int64_t idx = first + u * stride;
-      if (idx < num_vecs) in[u] = reinterpret_cast<const Vec*>(x)[idx];
-    }
-    CUTLASS_PRAGMA_UNROLL
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t idx = first + u * stride;
-      if (idx < num_vecs) {
-        Fragment v = to_float(in[u]);
-        apply_chain(program, v, [&](int i) { return (idx * kVec + i) % features; });
-        reinterpret_cast<Vec*>(y)[idx] = from_float(v);
+      const int64_t idx = first + u * kThreads;
+      if (idx < num_accesses) {
+        in[u] = reinterpret_cast<const Access*>(x)[idx];
+      } else {
+        in[u].clear();
       }
+    }
+    cutlass::Array<float, kElementsPerThread> v;
+    CUTLASS_PRAGMA_UNROLL
+    for (int u = 0; u < kUnroll; ++u) {
+      const cutlass::Array<float, kVec> f = to_float(in[u]);
+      CUTLASS_PRAGMA_UNROLL
+      for (int j = 0; j < kVec; ++j) v[u * kVec + j] = f[j];
+    }
+    auto element = [&](int i) { return (first + (i / kVec) * kThreads) * kVec + i % kVec; };
+    // The residual op rereads its input (cached, and not yet overwritten when in place) rather than keeping the
+    // loaded values alive in registers through the whole chain.
+    apply_chain(program, v, [&](int i) { return element(i) % features; }, [&](int i) { return float(x[element(i)]); });
+    CUTLASS_PRAGMA_UNROLL
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t idx = first + u * kThreads;
+      cutlass::Array<float, kVec> f;
+      CUTLASS_PRAGMA_UNROLL
+      for (int j = 0; j < kVec; ++j) f[j] = v[u * kVec + j];
+      if (idx < num_accesses) reinterpret_cast<Access*>(y)[idx] = from_float(f);
     }
   }
   // The last numel % kVec elements, one per thread of the first block.
-  const int64_t tail = num_vecs * kVec + threadIdx.x;
+  const int64_t tail = num_accesses * kVec + threadIdx.x;
   if (blockIdx.x == 0 && tail < numel) {
     cutlass::Array<float, 1> v;
-    v[0] = float(x[tail]);
-    apply_chain(program, v, [&](int) { return tail % features; });
+    const T in = x[tail];
+    v[0] = float(in);
+    apply_chain(program, v, [&](int) { return tail % features; }, [&](int) { return float(in); });
     y[tail] = T(v[0]);
   }
 }
@@ -75,24 +105,16 @@ __global__ void __launch_bounds__(kThreads)
       rest = q;
     }
     cutlass::Array<float, 1> v;
-    v[0] = float(x[x_offset]);
-    apply_chain(program, v, [&](int) { return feature; });
+    const T in = x[x_offset];
+    v[0] = float(in);
+    apply_chain(program, v, [&](int) { return feature; }, [&](int) { return float(in); });
     y[y_offset] = T(v[0]);
   }
 }
 
-inline int sm_count() {
-  static int counts[64] = {};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device >= 64) return 132;
-  if (counts[device] == 0) cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device);
-  return counts[device] > 0 ? counts[device] : 132;
-}
-
-// Enough blocks to fill every SM several times over; the grid-stride loops cover the rest.
-inline int grid_for(int64_t work_items) {
-  const int64_t needed = (work_items + kThreads - 1) / kThreads;
-  return int(std::max<int64_t>(1, std::min<int64_t>(needed, int64_t(sm_count()) * 16)));
+// One block per chunk of work, capped at the largest grid a launch takes (the kernels loop past it).
+inline int grid_for(int64_t work, int64_t work_per_block) {
+  return int(std::min<int64_t>((work + work_per_block - 1) / work_per_block, 0x7fffffff));
 }
 
 }  // namespace elementwise_detail
@@ -103,16 +125,21 @@ cudaError_t launch_elementwise(const ElementwiseArgs& args, const ChainProgram& 
   if (args.numel == 0) return cudaSuccess;
   const auto* x = static_cast<const Element*>(args.x);
   auto* y = static_cast<Element*>(args.y);
-  constexpr int kVec = 16 / sizeof(Element);
   const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
-  if (args.contiguous && aligned) {
-    contiguous_kernel<Element, kVec><<<grid_for((args.numel / kVec + kUnroll - 1) / kUnroll), kThreads, 0, stream>>>(
+  constexpr int kVec = 16 / sizeof(Element);
+  if (args.contiguous && aligned && kVec == 4 && chain_is_cheap(program)) {
+    contiguous_kernel<Element, kVec, 2><<<grid_for(args.numel, kThreads * kVec * 2), kThreads, 0, stream>>>(
+        x, y, args.numel, args.features, program);
+  } else if (args.contiguous && aligned) {
+    constexpr int kUnroll = 16 / kVec;
+    contiguous_kernel<Element, kVec, kUnroll><<<grid_for(args.numel, kThreads * 16), kThreads, 0, stream>>>(
         x, y, args.numel, args.features, program);
   } else if (args.contiguous) {
-    contiguous_kernel<Element, 1><<<grid_for((args.numel + kUnroll - 1) / kUnroll), kThreads, 0, stream>>>(
+    contiguous_kernel<Element, 1, 8><<<grid_for(args.numel, kThreads * 8), kThreads, 0, stream>>>(
         x, y, args.numel, args.features, program);
   } else {
-    strided_kernel<Element><<<grid_for(args.numel), kThreads, 0, stream>>>(x, y, args.numel, args.layout, program);
+    strided_kernel<Element><<<grid_for(args.numel, kThreads), kThreads, 0, stream>>>(
+        x, y, args.numel, args.layout, program);
   }
   return cudaGetLastError();
 }
