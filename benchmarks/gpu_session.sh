@@ -26,10 +26,13 @@ cd - >/dev/null
 
 python3 -m pytest -q -rs tests "$@" > "$OUT/tests.log" 2>&1
 test_rc=$?
-if [ -n "${SKIP_BENCH:-}" ]; then bench_rc=skipped; else
-  python3 benchmarks/bench_elementwise.py --out "$OUT" > "$OUT/bench.log" 2>&1
-  bench_rc=$?
-fi
+# BENCH: which benchmarks to run (default both); BENCH_ARGS: extra arguments for bench_linear.py (e.g. --quick)
+bench_rc=""
+for b in ${BENCH-elementwise linear}; do
+  args=""; [ "$b" = linear ] && args="${BENCH_ARGS:-}"
+  python3 benchmarks/bench_$b.py --out "$OUT" $args > "$OUT/bench_$b.log" 2>&1
+  bench_rc="$bench_rc $b=$?"
+done
 
-echo "== tests (rc=$test_rc) =="; grep -E "passed|failed|error" "$OUT/tests.log" | tail -15
-echo "== bench (rc=$bench_rc) =="; tail -12 "$OUT/bench.log"
+echo "== tests (rc=$test_rc) =="; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | tail -25
+for b in ${BENCH-elementwise linear}; do echo "== bench $b ($bench_rc) =="; tail -14 "$OUT/bench_$b.log"; done

@@ -1,5 +1,5 @@
 # The CUDA compiler and the architectures to build for.
-# Sets CUTLASS_EXT_HAVE_NVCC, CUTLASS_EXT_ARCHS (e.g. "90a;80") and defines cutlass_ext_cuda_flags(target).
+# Sets CUTLASS_EXT_HAVE_NVCC and CUTLASS_EXT_ARCHS (e.g. "90a;80"); kernels.cmake turns them into -gencode flags.
 
 include(CheckLanguage)
 set(CUTLASS_EXT_HAVE_NVCC FALSE)
@@ -47,11 +47,3 @@ foreach(arch IN LISTS CUTLASS_EXT_ARCHS)
 endforeach()
 message(STATUS "cutlass_ext: nvcc ${CMAKE_CUDA_COMPILER_VERSION}, building for ${CUTLASS_EXT_ARCHS} (from ${arch_origin})")
 set(CUTLASS_EXT_HAVE_NVCC TRUE)
-
-# -gencode for every architecture; each kernel file limits itself further through kernels.cmake.
-function(cutlass_ext_cuda_flags target)
-  foreach(arch IN LISTS CUTLASS_EXT_ARCHS)
-    target_compile_options(${target} PRIVATE
-      $<$<COMPILE_LANGUAGE:CUDA>:-gencode=arch=compute_${arch},code=sm_${arch}>)
-  endforeach()
-endfunction()

@@ -1,9 +1,36 @@
-# The kernel instantiations to compile: one instantiation per file under cutlass_ext/kernels/, the configuration
-# in the file name. Kernels for every architecture are listed first; architecture-specific families follow,
-# each built only when its architecture is in CUTLASS_EXT_ARCHS.
+# The kernel instantiations to compile: one per file under cutlass_ext/kernels/, the configuration in the file
+# name. Each file is built only for the architectures it can run on.
+#   CUTLASS_EXT_KERNEL_SOURCES: what this build compiles
+#   CUTLASS_EXT_HAVE_SM90: whether the Hopper (sm_90a) fused-Linear kernels are in it
 
-set(CUTLASS_EXT_KERNEL_SOURCES
+# Any architecture: the standalone elementwise chain.
+set(elementwise_sources
   cutlass_ext/kernels/elementwise_f32.cu
   cutlass_ext/kernels/elementwise_bf16.cu
   cutlass_ext/kernels/elementwise_f16.cu
 )
+
+# sm_90a only (wgmma, TMA): the fused Linear, dtype_tile_cluster_schedule.
+set(sm90_sources "")
+foreach(dtype bf16 f16)
+  foreach(config 128x256x64_2x1_cooperative 128x128x64_2x1_cooperative 128x128x64_1x1_pingpong
+                 64x256x64_1x1_pingpong 64x128x64_1x1_pingpong)
+    list(APPEND sm90_sources cutlass_ext/kernels/fused_linear_sm90_${dtype}_${config}.cu)
+  endforeach()
+endforeach()
+
+set(all_gencodes "")
+foreach(arch IN LISTS CUTLASS_EXT_ARCHS)
+  list(APPEND all_gencodes "-gencode=arch=compute_${arch},code=sm_${arch}")
+endforeach()
+set_source_files_properties(${elementwise_sources} PROPERTIES COMPILE_OPTIONS "${all_gencodes}")
+set(CUTLASS_EXT_KERNEL_SOURCES ${elementwise_sources})
+
+set(CUTLASS_EXT_HAVE_SM90 FALSE)
+if("90a" IN_LIST CUTLASS_EXT_ARCHS)
+  set_source_files_properties(${sm90_sources} PROPERTIES COMPILE_OPTIONS "-gencode=arch=compute_90a,code=sm_90a")
+  list(APPEND CUTLASS_EXT_KERNEL_SOURCES ${sm90_sources})
+  set(CUTLASS_EXT_HAVE_SM90 TRUE)
+else()
+  message(STATUS "cutlass_ext: 90a is not in CUTLASS_EXT_CUDA_ARCHS: no fused-Linear kernels (torch fallback)")
+endif()

@@ -3,7 +3,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace cutlass_ext {
 
@@ -11,5 +13,16 @@ at::Tensor elementwise(const at::Tensor& x, c10::ArrayRef<std::string> ops, c10:
                        at::TensorList vectors);
 void elementwise_out(const at::Tensor& x, c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params,
                      at::TensorList vectors, const at::Tensor& out);
+
+// y = chain(x @ weight.T + bias) as one sm90 GEMM. config: a name from fused_linear_configs, or "" for the
+// shape heuristic's choice.
+at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors,
+                        c10::string_view config);
+// The configuration fused_linear would run for these inputs (same checks, no launch).
+std::string fused_linear_plan(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                              c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors);
+// Names of the compiled configurations for a dtype.
+std::vector<std::string> fused_linear_configs(c10::ScalarType dtype);
 
 }  // namespace cutlass_ext

@@ -4,6 +4,7 @@ fake implementations, so torch.compile can trace them, and CPU implementations, 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .epilogue import run_device_ops
 
@@ -35,3 +36,13 @@ def register_python_impls() -> None:
     @torch.library.register_kernel("cutlass_ext::elementwise_out", "cpu")
     def _elementwise_out_cpu(x, ops, params, vectors, out):
         out.copy_(run_device_ops(x, ops, params, vectors))
+
+    @torch.library.register_fake("cutlass_ext::fused_linear")
+    def _fused_linear_fake(x, weight, bias, ops, params, vectors, config=""):
+        torch._check(x.dtype in (torch.bfloat16, torch.float16), lambda: "cutlass_ext.linear: bf16/fp16 only")
+        torch._check(x.shape[-1] == weight.shape[1], lambda: "cutlass_ext.linear: x and weight do not match")
+        return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+    @torch.library.register_kernel("cutlass_ext::fused_linear", "cpu")
+    def _fused_linear_cpu(x, weight, bias, ops, params, vectors, config=""):
+        return run_device_ops(F.linear(x, weight, bias), ops, params, vectors).contiguous()

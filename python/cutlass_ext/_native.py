@@ -95,10 +95,21 @@ def _arch_runs_on(arch: str, major: int, minor: int) -> bool:
     return a_major == major and minor >= a_minor
 
 
-# Constant for torch.compile: it is decided once per process and device, outside the traced graph.
+_support: dict[torch.device, tuple[bool, str]] = {}
+
+
+# Constant for torch.compile: decided once per process and device, outside the traced graph (and cached: this
+# runs on every call of the functional API, where host time is the cost of small GEMMs).
 @torch.compiler.assume_constant_result
 def device_support(device: torch.device) -> tuple[bool, str]:
     """(True, '') when the compiled kernels can run on ``device``; else (False, why)."""
+    found = _support.get(device)
+    if found is None:
+        found = _support[device] = _device_support(device)
+    return found
+
+
+def _device_support(device: torch.device) -> tuple[bool, str]:
     info = native_info()
     if not info.loaded:
         return False, f"the compiled module is not loaded: {info.reason}"

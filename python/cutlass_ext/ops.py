@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from . import _native
+from . import _native, autotune
 from .epilogue import Epilogue, as_epilogue
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -76,3 +77,134 @@ def elementwise(x: torch.Tensor, epilogue, out: torch.Tensor | None = None) -> t
     if out is None:
         return result.contiguous()
     return out.copy_(result)
+
+
+# --- The fused Linear -------------------------------------------------------------------------------------------
+FUSED_DTYPES = (torch.bfloat16, torch.float16)
+
+
+_fused_kernels: dict[torch.dtype, bool] = {}
+
+
+@torch.compiler.assume_constant_result
+def _has_fused_kernels(dtype: torch.dtype) -> bool:
+    found = _fused_kernels.get(dtype)
+    if found is None:
+        found = _fused_kernels[dtype] = bool(torch.ops.cutlass_ext.fused_linear_configs(dtype))
+    return found
+
+
+def _aligned16(t: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():
+        # No data pointers while tracing: assume the 512-byte alignment of torch's allocations. A misaligned view
+        # reaching the compiled kernel raises a clear error from the op's own checks instead of falling back.
+        return True
+    return t.data_ptr() % 16 == 0
+
+
+def _check_linear_inputs(fn, x, weight, bias):
+    _check_tensor(fn, "x", x)
+    _check_tensor(fn, "weight", weight)
+    if weight.dim() != 2:
+        raise ValueError(f"{fn}: weight must be 2-D (out_features x in_features), got shape {tuple(weight.shape)}")
+    if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{fn}: x of shape {tuple(x.shape)} does not match weight of shape {tuple(weight.shape)} "
+                         f"(x's last dimension must be in_features = {weight.shape[1]})")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{fn}: x has dtype {x.dtype}, weight has {weight.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"{fn}: x is on {x.device}, weight on {weight.device}")
+    if bias is not None:
+        _check_tensor(fn, "bias", bias)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"{fn}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        if bias.dtype != x.dtype or bias.device != x.device:
+            raise TypeError(f"{fn}: bias has {bias.dtype} on {bias.device}, x has {x.dtype} on {x.device}")
+
+
+def _fused_reason(x, weight, bias, epilogue) -> str | None:
+    """None when the fused kernels can take these (already validated) inputs, else why not. On every call of
+    linear(), so ordered cheapest first and free of allocations until it fails."""
+    if x.device.type != "cuda":
+        return f"{x.device.type} tensor: the torch reference runs there"
+    if x.dtype not in FUSED_DTYPES:
+        return f"{x.dtype} inputs: the fused kernels take bfloat16 and float16 (torch GEMM + elementwise kernel)"
+    ok, why = _native.device_support(x.device)
+    if not ok:
+        return why
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
+                                    (bias is not None and bias.requires_grad) or
+                                    any(v.requires_grad for v in epilogue.encode()[2])):
+        return "autograd: the fused kernel has no backward yet, so the differentiable reference runs"
+    if not _has_fused_kernels(x.dtype):
+        return "no fused kernels in this build (built without sm_90a?); torch GEMM + elementwise kernel"
+    n, k = weight.shape
+    if k % 8 or n % 8:
+        return f"in_features ({k}) and out_features ({n}) must be multiples of 8 for the fused kernels (TMA)"
+    if weight.stride(1) != 1 or weight.stride(0) % 8 or not _aligned16(weight):
+        return "weight is not row-major with 16-byte aligned rows"
+    if bias is not None and (bias.stride(0) != 1 or not _aligned16(bias)):
+        return "bias is not contiguous and 16-byte aligned"
+    if x.stride(-1) != 1 or not _aligned16(x) or (x.dim() > 1 and x.stride(-2) % 8 and not x.is_contiguous()):
+        return "x's rows are not contiguous and 16-byte aligned"
+    return None
+
+
+def linear_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None) -> Path:
+    """Which path ``linear(x, weight, bias, epilogue)`` takes, and why; for the fused path, the configuration."""
+    epi = as_epilogue(epilogue)
+    _check_linear_inputs("cutlass_ext.linear", x, weight, bias)
+    reason = _fused_reason(x, weight, bias, epi)
+    if reason is not None:
+        return Path(False, reason)
+    config = autotune.cached_config(x, weight, bias, epi)
+    if config is None:
+        config = torch.ops.cutlass_ext.fused_linear_plan(x, weight, bias, *epi.encode())
+        return Path(True, f"fused sm90 GEMM, configuration {config} (shape heuristic)")
+    return Path(True, f"fused sm90 GEMM, configuration {config} (autotuned)")
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None) -> torch.Tensor:
+    """``epilogue(x @ weight.T + bias)``, as nn.Linear followed by the chain, computed as ONE GEMM on Hopper.
+
+    x: (..., in_features); weight: (out_features, in_features) as nn.Linear stores it; bias: (out_features,).
+    The chain runs in float32 on the accumulator plus bias; the result is in x's dtype. Inputs the fused kernels
+    cannot take run F.linear then the elementwise kernel (or the reference); ``linear_path`` says which and why.
+    """
+    fn = "cutlass_ext.linear"
+    epi = epilogue if isinstance(epilogue, Epilogue) else as_epilogue(epilogue)
+    # Host time is what small GEMMs cost (a 4096x1024x1024 GEMM is ~18 us, one call's worth of Python), so the
+    # fused path runs only the eligibility checks and lets the op validate shapes and vectors; the full Python
+    # checks run when something fails, to raise the same clear, typed error on every path.
+    if torch.compiler.is_compiling():  # checks run once, while tracing: no cost in the compiled graph
+        _check_linear_inputs(fn, x, weight, bias)
+        epi.check_for(weight.shape[0], x.device, fn)
+        reason = _fused_reason(x, weight, bias, epi)
+        if reason is None:
+            return torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *epi.encode(), "")
+        return _linear_fallback(x, weight, bias, epi, reason)
+    try:
+        reason = _fused_reason(x, weight, bias, epi)
+    except (AttributeError, TypeError, ValueError, IndexError):
+        reason = "invalid inputs"
+    if reason is None:
+        config = autotune.config_for(x, weight, bias, epi)
+        try:
+            return torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *epi.encode(), config)
+        except RuntimeError:
+            _check_linear_inputs(fn, x, weight, bias)
+            epi.check_for(weight.shape[0], x.device, fn)
+            raise
+    _check_linear_inputs(fn, x, weight, bias)
+    epi.check_for(weight.shape[0], x.device, fn)
+    return _linear_fallback(x, weight, bias, epi, reason)
+
+
+def _linear_fallback(x, weight, bias, epi, reason):
+    """F.linear, then the chain: by the elementwise kernel where it runs, else (CPU, autograd) the reference."""
+    if x.device.type == "cuda" and reason.startswith("the compiled module"):
+        _native.warn_fallback(reason)
+    y = F.linear(x, weight, bias)
+    if reason.startswith("autograd") or x.device.type != "cuda" or not _native.native_info().loaded:
+        return epi.reference(y)
+    return elementwise(y, epi, out=y) if len(epi) else y

@@ -72,4 +72,18 @@ __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass
   }
 }
 
+// The same, out of line, for the GEMM epilogue: CUTLASS unrolls its loop over epilogue subtiles, so an inlined
+// interpreter (every op's code, unrolled over the fragment) is copied once per subtile: ~80K instructions in the
+// 128x128 kernel, which thrashed the instruction cache and made the chain cost more than the GEMM itself
+// (docs/perf-notes.md, "fused Linear"). One out-of-line copy per kernel, called with the fragment and its output
+// features (columns) in registers, keeps the code small. v0 for kResidual is the fragment as passed in.
+template <int N>
+__device__ __noinline__ cutlass::Array<float, N> apply_chain_outlined(const ChainProgram& program,
+                                                                     cutlass::Array<float, N> v,
+                                                                     cutlass::Array<int, N> features) {
+  const cutlass::Array<float, N> v0 = v;
+  apply_chain(program, v, [&](int i) { return int64_t(features[i]); }, [&](int i) { return v0[i]; });
+  return v;
+}
+
 }  // namespace cutlass_ext

@@ -1,0 +1,103 @@
+// The runtime epilogue chain as a node of CUTLASS's sm90 epilogue visitor tree (EVT):
+//
+//   D = ChainNode( Plus( AccFetch, RowBroadcast(bias) ) )      // chain(acc + bias[n]), cast to D's type
+//
+// ChainNode runs the ChainProgram (chain_interpreter.cuh, the same interpreter and op math as the elementwise
+// kernel) over each fragment in registers, after the accumulator and before the store.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp>
+#include <cutlass/numeric_conversion.h>
+
+#include "cutlass_ext/chain_interpreter.cuh"
+
+namespace cutlass_ext::sm90 {
+
+template <class ElementOutput>
+struct ChainNode {
+  struct SharedStorage {};
+  using Arguments = ChainProgram;
+  using Params = ChainProgram;
+
+  template <class ProblemShape>
+  static constexpr Params to_underlying_arguments(ProblemShape const&, Arguments const& args, void*) {
+    return args;
+  }
+  template <class ProblemShape>
+  static bool can_implement(ProblemShape const&, Arguments const&) {
+    return true;
+  }
+  template <class ProblemShape>
+  static size_t get_workspace_size(ProblemShape const&, Arguments const&) {
+    return 0;
+  }
+  template <class ProblemShape>
+  static cutlass::Status initialize_workspace(ProblemShape const&, Arguments const&, void*, cudaStream_t,
+                                              cutlass::CudaHostAdapter* = nullptr) {
+    return cutlass::Status::kSuccess;
+  }
+
+  CUTLASS_HOST_DEVICE ChainNode() : params(nullptr) {}
+  // params lives in the kernel's __grid_constant__ parameters: keep a pointer, not a ~300-byte copy.
+  CUTLASS_HOST_DEVICE ChainNode(Params const& params_, SharedStorage const&) : params(&params_) {}
+
+  CUTLASS_DEVICE bool is_producer_load_needed() const { return false; }
+  CUTLASS_DEVICE bool is_C_load_needed() const { return false; }
+
+  template <class... Args>
+  CUTLASS_DEVICE auto get_producer_load_callbacks(cutlass::epilogue::fusion::detail::ProducerLoadArgs<Args...> const&) {
+    return cutlass::epilogue::fusion::detail::EmptyProducerLoadCallbacks{};
+  }
+
+  // tCcD: each fragment element's coordinate, relative to this thread's first one; residue: (M, N) minus that
+  // first coordinate. So the output feature of an element is N - residue_n + its relative n.
+  template <class CoordTensor, class Residue>
+  struct ConsumerStoreCallbacks : cutlass::epilogue::fusion::detail::EmptyConsumerStoreCallbacks {
+    CUTLASS_DEVICE ConsumerStoreCallbacks(Params const& params_, CoordTensor tCcD_, Residue residue_, int n_)
+        : params(params_), tCcD(tCcD_), residue(residue_), n(n_) {}
+
+    Params const& params;
+    CoordTensor tCcD;  // (CPY, CPY_M, CPY_N, EPI_M, EPI_N)
+    Residue residue;
+    int n;
+
+    template <typename ElementAccumulator, typename ElementInput, int FragmentSize>
+    CUTLASS_DEVICE cutlass::Array<ElementOutput, FragmentSize> visit(
+        cutlass::Array<ElementAccumulator, FragmentSize> const&, int epi_v, int epi_m, int epi_n,
+        cutlass::Array<ElementInput, FragmentSize> const& frg_input) {
+      cutlass::Array<float, FragmentSize> v = cutlass::NumericArrayConverter<float, ElementInput, FragmentSize>{}(frg_input);
+      auto coords = tCcD(cute::_, cute::_, cute::_, epi_m, epi_n);
+      const int first_n = n - int(cute::get<1>(residue));
+      // Columns past N (a partial tile) are never stored; clamp them so that vector reads stay in bounds.
+      cutlass::Array<int, FragmentSize> features;
+      CUTLASS_PRAGMA_UNROLL
+      for (int i = 0; i < FragmentSize; ++i) {
+        const int col = first_n + int(cute::get<1>(coords(epi_v * FragmentSize + i)));
+        features[i] = col < n ? col : n - 1;
+      }
+      v = apply_chain_outlined(params, v, features);
+      return cutlass::NumericArrayConverter<ElementOutput, float, FragmentSize>{}(v);
+    }
+  };
+
+  template <bool ReferenceSrc, class... Args>
+  CUTLASS_DEVICE auto get_consumer_store_callbacks(cutlass::epilogue::fusion::detail::ConsumerStoreArgs<Args...> const& args) {
+    const int n = int(cute::get<1>(args.problem_shape_mnkl));
+    return ConsumerStoreCallbacks<decltype(args.tCcD), decltype(args.residue_tCcD)>(*params, args.tCcD,
+                                                                                    args.residue_tCcD, n);
+  }
+
+  Params const* params;
+};
+
+// chain(acc + bias[n]); with a null bias pointer, RowBroadcast adds 0 without loading anything.
+template <class Element, class TileShape>
+using LinearChainFusion = cutlass::epilogue::fusion::Sm90EVT<
+    ChainNode<Element>,                                                   // chain(v0), cast to Element
+    cutlass::epilogue::fusion::Sm90EVT<
+        cutlass::epilogue::fusion::Sm90Compute<cutlass::plus, float, float, cutlass::FloatRoundStyle::round_to_nearest>,
+        cutlass::epilogue::fusion::Sm90AccFetch,                          // acc
+        cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, Element, float>>>;  // bias[n]
+
+}  // namespace cutlass_ext::sm90

@@ -1,0 +1,327 @@
+"""cutlass_ext.linear and FusedLinear: the drop-in module (CPU), the paths and errors, and the fused sm90 GEMM
+against a float64 reference with the error rule of DESIGN.md (GPU, marked `gpu`)."""
+
+import importlib.util
+import os
+import pathlib
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import cutlass_ext
+from cutlass_ext import Epilogue, OPS
+from cutlass_ext.epilogue import DEVICE_OPS
+from cutlass_ext.nn import FusedLinear
+
+from test_elementwise import random_chain
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROBLEMS = pathlib.Path(os.environ.get("CUTLASS_EXT_PROBLEMS", ROOT.parent / "shared" / "problems"))
+HALF = [torch.bfloat16, torch.float16]
+
+
+def native_loaded():
+    return cutlass_ext.native_info().loaded
+
+
+def load_problem(name):
+    path = PROBLEMS / f"{name}.py"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (set CUTLASS_EXT_PROBLEMS)")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def chain64(v, v0, epi):
+    """The chain in float64 (the reference)."""
+    names, params, vectors = epi.encode()
+    vecs = iter(v.double() for v in vectors)
+    for i, name in enumerate(names):
+        vec = next(vecs) if name in ("add_vec", "mul_vec") else None
+        v = DEVICE_OPS[name](v, v0, params[2 * i], params[2 * i + 1], vec)
+    return v
+
+
+def chain_eager(y, epi):
+    """What eager PyTorch computes in y's dtype: each op in float32, rounded to the dtype after every op."""
+    names, params, vectors = epi.encode()
+    vecs = iter(vectors)
+    v0, v = y, y
+    for i, name in enumerate(names):
+        vec = next(vecs) if name in ("add_vec", "mul_vec") else None
+        v = DEVICE_OPS[name](v.float(), v0.float(), params[2 * i], params[2 * i + 1], vec).to(y.dtype)
+    return v
+
+
+def poison_allocator(nbytes, device="cuda"):
+    """Fills a freed block of the caching allocator with NaN so that an output placed there starts poisoned."""
+    block = torch.empty(nbytes // 2 + 64, dtype=torch.float16, device=device)
+    block.fill_(float("nan"))
+    del block
+
+
+def check_against_float64(got, x, weight, bias, epi, atol=1e-5):
+    """DESIGN.md's rule: our error vs a float64 reference <= 2x PyTorch's own (F.linear + eager chain in the
+    same dtype) + atol, elementwise max; NaN/inf where the reference has them."""
+    v0 = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+    ref = chain64(v0, v0, epi)
+    torch_out = chain_eager(F.linear(x, weight, bias), epi)
+    finite = torch.isfinite(ref)
+    assert torch.equal(torch.isnan(got), torch.isnan(ref)), "NaN pattern differs from the reference"
+    assert torch.equal(got[~finite & ~torch.isnan(ref)], ref[~finite & ~torch.isnan(ref)].to(got.dtype))
+    ours = (got.double() - ref).abs()[finite].max().item() if finite.any() else 0.0
+    theirs = (torch_out.double() - ref).abs()[finite].max().item() if finite.any() else 0.0
+    assert ours <= 2 * theirs + atol, f"max error {ours:.3g} > 2 x PyTorch's {theirs:.3g} + {atol}"
+
+
+# --- CPU: the module, the paths, the errors -------------------------------------------------------------------
+def test_fused_linear_is_a_drop_in_nn_linear():
+    torch.manual_seed(0)
+    ref = nn.Linear(16, 24)
+    fused = FusedLinear(16, 24, epilogue="mul(0.5) | hardtanh(-2, 2) | gelu")
+    assert isinstance(fused, nn.Linear)
+    assert fused.state_dict().keys() == ref.state_dict().keys()
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 16)
+    torch.testing.assert_close(fused(x), F.gelu(F.hardtanh(ref(x) * 0.5, -2, 2)), rtol=1e-6, atol=1e-6)
+    assert repr(fused) == ("FusedLinear(in_features=16, out_features=24, bias=True, "
+                           "epilogue='mul(0.5) | hardtanh(-2, 2) | gelu')")
+    assert FusedLinear(16, 24, bias=False).bias is None
+
+
+def test_from_linear_shares_parameters():
+    lin = nn.Linear(8, 4, bias=False, dtype=torch.float64)
+    fused = FusedLinear.from_linear(lin, "relu")
+    assert fused.weight is lin.weight and fused.bias is None and fused.weight.dtype == torch.float64
+    with pytest.raises(TypeError, match="expects an nn.Linear"):
+        FusedLinear.from_linear(nn.Conv1d(1, 1, 1))
+
+
+def test_cpu_autograd_through_the_reference():
+    fused = FusedLinear(6, 10, epilogue="silu | mul(2)")
+    x = torch.randn(3, 6, requires_grad=True)
+    fused(x).sum().backward()
+    ref = FusedLinear(6, 10)
+    ref.load_state_dict(fused.state_dict())
+    x2 = x.detach().clone().requires_grad_()
+    (F.silu(ref(x2)) * 2).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    assert fused.weight.grad is not None
+
+
+def test_cpu_path_and_3d_input():
+    x, w, b = torch.randn(2, 3, 8), torch.randn(16, 8), torch.randn(16)
+    assert "cpu" in str(cutlass_ext.linear_path(x, w, b, "relu"))
+    y = cutlass_ext.linear(x, w, b, "relu")
+    assert y.shape == (2, 3, 16)
+    torch.testing.assert_close(y, F.relu(F.linear(x, w, b)))
+
+
+def test_bad_linear_inputs_raise_clear_errors():
+    x, w = torch.randn(4, 8), torch.randn(16, 8)
+    with pytest.raises(ValueError, match=r"x of shape \(4, 7\) does not match weight"):
+        cutlass_ext.linear(torch.randn(4, 7), w)
+    with pytest.raises(TypeError, match="x has dtype torch.bfloat16, weight has torch.float32"):
+        cutlass_ext.linear(x.bfloat16(), w)
+    with pytest.raises(ValueError, match=r"bias must have shape \(16,\)"):
+        cutlass_ext.linear(x, w, torch.randn(8))
+    with pytest.raises(ValueError, match="weight must be 2-D"):
+        cutlass_ext.linear(x, torch.randn(2, 16, 8))
+    with pytest.raises(TypeError, match="dtype torch.int64"):
+        cutlass_ext.linear(x.long(), w.long())
+    with pytest.raises(ValueError, match="has 3 values, the output has 16 features"):
+        cutlass_ext.linear(x, w, None, Epilogue("mul_vec(s)", s=torch.ones(3)))
+
+
+def test_cpu_reference_problems_small():
+    """The GEMM reference models, shrunk for the CPU, rebuilt with FusedLinear from their own Linear."""
+    mod = load_problem("linear_scale_hardtanh_gelu")
+    model = mod.Model(64, 32, 0.5, -2, 2)
+    fused = FusedLinear.from_linear(model.gemm, "mul(0.5) | hardtanh(-2, 2) | gelu")
+    x = torch.rand(16, 64)
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-6, atol=1e-6)
+    mod = load_problem("linear_swish_div_clamp_tanh_clamp")
+    model = mod.Model(64, 32)
+    fused = FusedLinear.from_linear(model.gemm, "silu | div(2) | clamp(-1, 1) | tanh | clamp(-1, 1)")
+    torch.testing.assert_close(fused(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif("not native_loaded()", reason="the compiled module is not loaded")
+def test_opcheck_cpu():
+    x, w, b = torch.randn(4, 16).bfloat16(), torch.randn(8, 16).bfloat16(), torch.randn(8).bfloat16()
+    epi = Epilogue("gelu | mul(3)")
+    torch.library.opcheck(torch.ops.cutlass_ext.fused_linear.default, (x, w, b, *epi.encode(), ""))
+
+
+# --- GPU: the fused kernels -------------------------------------------------------------------------------------
+def make(m, n, k, dtype, bias=True, batch=()):
+    """Inputs scaled like nn.Linear's initialization, so that activations land in every op's interesting range."""
+    x = torch.randn(*batch, m, k, device="cuda").to(dtype)
+    w = (torch.rand(n, k, device="cuda") * 2 - 1).mul(3 / max(k, 1) ** 0.5).to(dtype)
+    b = (torch.rand(n, device="cuda") * 2 - 1).to(dtype) if bias else None
+    return x, w, b
+
+
+def run_fused(x, w, b, epi, config=None):
+    path = cutlass_ext.linear_path(x, w, b, epi)
+    assert path.native, str(path)
+    poison_allocator(x.numel() // x.shape[-1] * w.shape[0] * x.element_size())
+    if config is not None:
+        return torch.ops.cutlass_ext.fused_linear(x, w, b, *epi.encode(), config)
+    return cutlass_ext.linear(x, w, b, epi)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_every_op(name, dtype):
+    from test_epilogue import TORCH_FORMS
+
+    text = TORCH_FORMS[name][0]
+    x, w, b = make(96, 64, 256, dtype)
+    epi = Epilogue(text, v=torch.randn(64, device="cuda")) if "(v)" in text else Epilogue(text)
+    check_against_float64(run_fused(x, w, b, epi), x, w, b, epi)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_random_chains(dtype):
+    rng = random.Random(torch.initial_seed())
+    for _ in range(20):
+        n = rng.choice([8, 64, 136, 512])
+        epi = random_chain(rng, n, "cuda")
+        x, w, b = make(rng.choice([1, 17, 128, 300]), n, rng.choice([8, 64, 520]), dtype, bias=rng.random() < 0.7)
+        check_against_float64(run_fused(x, w, b, epi), x, w, b, epi)
+
+
+SHAPES = [  # (M, N, K): M = 1, odd M, M off every tile, large K, N and K on the 8-element alignment edge
+    (1, 256, 512), (3, 128, 64), (127, 136, 520), (129, 264, 8), (1000, 1024, 128), (2048, 8, 4096),
+    (64, 1024, 8192), (300, 520, 1032),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("m,n,k", SHAPES, ids=str)
+def test_shapes(m, n, k, bias, dtype):
+    x, w, b = make(m, n, k, dtype, bias)
+    epi = Epilogue("mul(0.5) | hardtanh(-2, 2) | gelu")
+    check_against_float64(run_fused(x, w, b, epi), x, w, b, epi)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_every_compiled_configuration(dtype):
+    configs = torch.ops.cutlass_ext.fused_linear_configs(dtype)
+    assert len(configs) >= 4, configs
+    epi = Epilogue("add_vec(v) | silu | residual(0.5)", v=torch.randn(392, device="cuda"))
+    for m, k in [(1, 64), (200, 136), (513, 1024)]:
+        x, w, b = make(m, 392, k, dtype)
+        for config in configs:
+            check_against_float64(run_fused(x, w, b, epi, config), x, w, b, epi)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_3d_input_and_empty_chain(dtype):
+    x, w, b = make(7, 64, 32, dtype, batch=(2, 3))
+    y = run_fused(x, w, b, Epilogue(""))
+    assert y.shape == (2, 3, 7, 64)
+    check_against_float64(y, x, w, b, Epilogue(""))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,n,k,why", [
+    (16, 64, 1001, "multiples of 8"), (16, 1002, 64, "multiples of 8"), (16, 64, 64, "not row-major"),
+    (16, 64, 64, "rows are not contiguous"), (16, 64, 0, None), (0, 64, 64, None)])
+def test_off_the_fused_path_stays_correct(m, n, k, why):
+    x, w, b = make(m, n, k, torch.bfloat16)
+    if why == "not row-major":
+        w = w.t().contiguous().t()
+    if why == "rows are not contiguous":
+        x = torch.randn(m, 2 * k, device="cuda", dtype=torch.bfloat16)[:, 1:k + 1]
+    epi = Epilogue("relu | add(1)")
+    path = cutlass_ext.linear_path(x, w, b, epi)
+    if why is not None:
+        assert not path.native and why in path.reason, str(path)
+    y = cutlass_ext.linear(x, w, b, epi)
+    assert y.shape == (m, n)
+    if y.numel():
+        torch.testing.assert_close(y, chain_eager(F.linear(x, w, b), epi).to(y.dtype), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+def test_float32_runs_the_fallback():
+    x, w, b = make(8, 64, 32, torch.float32)
+    path = cutlass_ext.linear_path(x, w, b, "tanh")
+    assert not path.native and "float32" in path.reason
+    torch.testing.assert_close(cutlass_ext.linear(x, w, b, "tanh"), torch.tanh(F.linear(x, w, b)))
+
+
+@pytest.mark.gpu
+def test_autograd_takes_the_reference():
+    layer = FusedLinear(32, 64, epilogue="gelu", device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(4, 32, device="cuda", dtype=torch.bfloat16)
+    assert "autograd" in cutlass_ext.linear_path(x, layer.weight, layer.bias, "gelu").reason
+    layer(x).float().sum().backward()
+    assert layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all()
+    with torch.no_grad():
+        assert cutlass_ext.linear_path(x, layer.weight, layer.bias, "gelu").native
+
+
+@pytest.mark.gpu
+def test_opcheck_cuda():
+    x, w, b = make(32, 64, 128, torch.bfloat16)
+    epi = Epilogue("mul_vec(s) | tanh", s=torch.rand(64, device="cuda"))
+    torch.library.opcheck(torch.ops.cutlass_ext.fused_linear.default, (x, w, b, *epi.encode(), ""))
+
+
+@pytest.mark.gpu
+def test_torch_compile_fullgraph():
+    layer = FusedLinear(256, 512, epilogue="mul(0.5) | hardtanh(-2, 2) | gelu", device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        compiled = torch.compile(lambda t: layer(t) + 1, fullgraph=True)
+        torch.testing.assert_close(compiled(x), layer(x) + 1, rtol=1.6e-2, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_autotune_caches_the_winner(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUTLASS_EXT_CACHE_DIR", str(tmp_path))
+    cutlass_ext.autotune.enable()
+    try:
+        x, w, b = make(256, 512, 256, torch.bfloat16)
+        epi = Epilogue("silu")
+        check_against_float64(cutlass_ext.linear(x, w, b, epi), x, w, b, epi)
+        config = cutlass_ext.autotune.cached_config(x, w, b, epi)
+        assert config in torch.ops.cutlass_ext.fused_linear_configs(torch.bfloat16)
+        assert (tmp_path / "autotune.json").is_file() and config in (tmp_path / "autotune.json").read_text()
+        assert "autotuned" in str(cutlass_ext.linear_path(x, w, b, epi))
+    finally:
+        cutlass_ext.autotune.enable(False)
+        cutlass_ext.autotune._memory.clear()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("problem,chain", [
+    ("linear_scale_hardtanh_gelu", "mul(0.5) | hardtanh(-2, 2) | gelu"),
+    ("linear_swish_div_clamp_tanh_clamp", "silu | div(2) | clamp(-1, 1) | tanh | clamp(-1, 1)"),
+])
+def test_reference_problems(problem, chain, dtype):
+    """Full-size reference models, on their own inputs (torch.rand), rebuilt with FusedLinear from their Linear."""
+    mod = load_problem(problem)
+    model = mod.Model(*mod.get_init_inputs()).to("cuda", dtype)
+    fused = FusedLinear.from_linear(model.gemm, chain)
+    with torch.no_grad():
+        for _ in range(2):
+            x = mod.get_inputs()[0].to("cuda", dtype)
+            got = fused(x)
+            check_against_float64(got, x, model.gemm.weight, model.gemm.bias, fused.epilogue)
+            torch.testing.assert_close(got, model(x), rtol=1e-2, atol=1e-2)
