@@ -149,7 +149,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--quick", action="store_true", help="the acceptance rows only, no sweep")
-    parser.add_argument("--rep", type=int, default=100, help="do_bench rep (ms) per measurement")
+    parser.add_argument("--rep", type=int, default=300, help="do_bench rep (ms) per measurement of the problem rows")
     parser.add_argument("--configs", action="store_true", help="also time every compiled configuration per row")
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())

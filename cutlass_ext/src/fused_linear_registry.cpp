@@ -11,9 +11,9 @@ std::vector<FusedLinearKernel>& registry() {
   return kernels;
 }
 
-const FusedLinearKernel* find(DType dtype, int tile_m, int tile_n, bool pingpong) {
+const FusedLinearKernel* find(DType dtype, int tile_m, int tile_n, const char* schedule) {
   for (const FusedLinearKernel* k : fused_linear_kernels(dtype)) {
-    if (k->tile_m == tile_m && k->tile_n == tile_n && k->pingpong == pingpong) return k;
+    if (k->tile_m == tile_m && k->tile_n == tile_n && k->schedule == schedule) return k;
   }
   return nullptr;
 }
@@ -38,24 +38,32 @@ std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype) {
   return out;
 }
 
-// Shape buckets, measured on an H200 (docs/perf-notes.md, "fused Linear"). Preferences fall through when a
-// configuration is not compiled.
+// Shape buckets, from the per-configuration sweep of benchmarks/bench_linear.py --configs on an H200, bf16, with
+// mul | hardtanh | gelu (docs/perf-notes.md, "fused Linear"). A preference falls through to the first compiled
+// configuration when it is not in the build.
 const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, int m, int n, int k, const ChainProgram& program,
                                                     int sm_count) {
-  (void)k;
+  (void)program;  // measured: the chain moved the best configuration only between near-ties
+  const int64_t tiles_128 = tiles(m, n, 128, 128);
+  const int64_t tiles_256 = tiles(m, n, 128, 256);
   const FusedLinearKernel* pick = nullptr;
-  if (m <= 64) {
-    // M in (0, 64]: a 64-row tile wastes the least of each MMA.
-    pick = find(dtype, 64, 128, true);
-  } else if (tiles(m, n, 128, 256) < 2 * sm_count) {
-    // Fewer than two waves of 128x256 tiles: smaller ping-pong tiles keep every SM busy and hide the chain.
-    pick = find(dtype, 128, 128, true);
-  } else if (chain_is_cheap(program)) {
-    // Large, cheap epilogue: the cooperative 128x256 tile has the most MMA throughput.
-    pick = find(dtype, 128, 256, false);
+  if (m <= 128 || tiles_128 <= 32) {
+    // M in (0, 128], or at most 32 tiles of 128x128: 64-row tiles give twice the CTAs and waste less of each MMA.
+    pick = find(dtype, 64, 128, "pingpong");
+  } else if (tiles_128 <= 2 * sm_count) {
+    // Up to two waves of 128x128 tiles: 128x128 cooperative, a 2x1 cluster sharing the weight loads.
+    pick = find(dtype, 128, 128, "cooperative");
+  } else if (k <= 2048) {
+    // Many tiles, short K: the chain costs more than the mainloop whatever the schedule; the 128x256 cooperative
+    // tile has the most threads on it.
+    pick = find(dtype, 128, 256, "cooperative");
+  } else if (tiles_256 < 2 * sm_count || k <= 4096) {
+    // Many tiles, moderate K (or under two waves of 128x256): ping-pong hides the chain behind the other
+    // warpgroup's MMAs.
+    pick = find(dtype, 128, 128, "pingpong");
   } else {
-    // Large, with exp/erf/tanh in the chain: ping-pong hides the epilogue behind the other warpgroup's MMAs.
-    pick = find(dtype, 128, 128, true);
+    // Many tiles, long K: the cooperative 128x256 tile has the most MMA throughput, and the chain is hidden.
+    pick = find(dtype, 128, 256, "cooperative");
   }
   if (pick == nullptr) {
     const auto all = fused_linear_kernels(dtype);

@@ -16,6 +16,10 @@ from .ops import Path, elementwise, elementwise_path, linear, linear_path
 
 __version__ = "0.1.0"
 
+# Load the compiled module now (it never raises: native_info() records why it could not), so that the torch ops
+# torch.ops.cutlass_ext.* exist as soon as the package is imported.
+native_info()
+
 __all__ = [
     "MAX_OPS", "MAX_VECTORS", "OPS", "Epilogue", "NativeInfo", "Op", "Path",
     "as_epilogue", "autotune", "elementwise", "elementwise_path", "linear", "linear_path", "native_info", "nn",

@@ -34,7 +34,7 @@ struct FusedLinearKernel {
   std::string name;  // dtype_tile_cluster_schedule, e.g. "bf16_128x128x64_1x1_pingpong"
   DType dtype;
   int tile_m, tile_n;
-  bool pingpong;
+  std::string schedule;  // "pingpong" or "cooperative"
   // Empty string on success, else what went wrong.
   size_t (*workspace_size)(const FusedLinearArgs&, const ChainProgram&);
   std::string (*run)(const FusedLinearArgs&, const ChainProgram&, void* workspace, cudaStream_t);

@@ -26,13 +26,15 @@ namespace cutlass_ext::sm90 {
 struct Cooperative {
   using Mainloop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
   using Epilogue = cutlass::epilogue::TmaWarpSpecializedCooperative;
-  static constexpr bool kPingpong = false;
+  using TileScheduler = void;  // persistent, data-parallel over output tiles
+  static constexpr const char* kName = "cooperative";
 };
 // Two consumer warpgroups on alternating tiles: one's epilogue runs while the other's MMAs do, hiding the chain.
 struct Pingpong {
   using Mainloop = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
   using Epilogue = cutlass::epilogue::TmaWarpSpecialized;
-  static constexpr bool kPingpong = true;
+  using TileScheduler = void;
+  static constexpr const char* kName = "pingpong";
 };
 
 template <class Element, class TileShape, class ClusterShape, class Schedule>
@@ -58,7 +60,7 @@ struct FusedLinear {
       typename Schedule::Mainloop>::CollectiveOp;
 
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
-                                                      CollectiveEpilogue>;  // persistent tile scheduler
+                                                      CollectiveEpilogue, typename Schedule::TileScheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static typename Gemm::Arguments arguments(const FusedLinearArgs& a, const ChainProgram& program) {
@@ -119,8 +121,8 @@ FusedLinearKernel make_kernel(const char* dtype_name, DType dtype) {
   const int tm = cute::size<0>(TileShape{}), tn = cute::size<1>(TileShape{}), tk = cute::size<2>(TileShape{});
   const std::string name = std::string(dtype_name) + "_" + std::to_string(tm) + "x" + std::to_string(tn) + "x" +
                            std::to_string(tk) + "_" + std::to_string(cute::size<0>(ClusterShape{})) + "x" +
-                           std::to_string(cute::size<1>(ClusterShape{})) + (Schedule::kPingpong ? "_pingpong" : "_cooperative");
-  return FusedLinearKernel{name, dtype, tm, tn, Schedule::kPingpong, &Config::workspace_size, &Config::run};
+                           std::to_string(cute::size<1>(ClusterShape{})) + "_" + Schedule::kName;
+  return FusedLinearKernel{name, dtype, tm, tn, Schedule::kName, &Config::workspace_size, &Config::run};
 }
 
 }  // namespace cutlass_ext::sm90
