@@ -1,7 +1,6 @@
 # The kernel instantiations to compile: one per file under cutlass_ext/kernels/, the configuration in the file
 # name. Each file is built only for the architectures it can run on.
 #   CUTLASS_EXT_KERNEL_SOURCES: what this build compiles
-#   CUTLASS_EXT_HAVE_SM90: whether the Hopper (sm_90a) fused-Linear kernels are in it
 
 # Any architecture: the standalone elementwise chain.
 set(elementwise_sources
@@ -28,11 +27,9 @@ endforeach()
 set_source_files_properties(${elementwise_sources} PROPERTIES COMPILE_OPTIONS "${all_gencodes}")
 set(CUTLASS_EXT_KERNEL_SOURCES ${elementwise_sources})
 
-set(CUTLASS_EXT_HAVE_SM90 FALSE)
 if("90a" IN_LIST CUTLASS_EXT_ARCHS)
   set_source_files_properties(${sm90_sources} PROPERTIES COMPILE_OPTIONS "-gencode=arch=compute_90a,code=sm_90a")
   list(APPEND CUTLASS_EXT_KERNEL_SOURCES ${sm90_sources})
-  set(CUTLASS_EXT_HAVE_SM90 TRUE)
 else()
   message(STATUS "cutlass_ext: 90a is not in CUTLASS_EXT_CUDA_ARCHS: no fused-Linear kernels (torch fallback)")
 endif()

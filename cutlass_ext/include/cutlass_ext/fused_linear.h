@@ -35,8 +35,8 @@ struct FusedLinearKernel {
   DType dtype;
   int tile_m, tile_n;
   std::string schedule;  // "pingpong" or "cooperative"
-  // Empty string on success, else what went wrong.
   size_t (*workspace_size)(const FusedLinearArgs&, const ChainProgram&);
+  // Launches on the stream; returns an empty string on success, else what went wrong.
   std::string (*run)(const FusedLinearArgs&, const ChainProgram&, void* workspace, cudaStream_t);
 };
 
