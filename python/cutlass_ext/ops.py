@@ -30,20 +30,24 @@ def _check_tensor(fn: str, what: str, t) -> None:
         raise TypeError(f"{fn}: {what} has dtype {t.dtype}; supported: float32, bfloat16, float16")
 
 
-def _native_path(t: torch.Tensor, epilogue: Epilogue, kernel: str) -> Path:
+def _native_reason(t: torch.Tensor, epilogue: Epilogue, *operands) -> str | None:
+    """None when the compiled kernels can run on ``t``'s device for this call, else why not. Shared by every op;
+    each adds its own conditions after it."""
     if t.device.type != "cuda":
-        return Path(False, f"{t.device.type} tensor: the torch reference runs there")
+        return f"{t.device.type} tensor: the torch reference runs there"
     ok, why = _native.device_support(t.device)
     if not ok:
-        return Path(False, why)
-    if torch.is_grad_enabled() and (t.requires_grad or any(v.requires_grad for v in epilogue.vectors)):
-        return Path(False, "autograd: the native kernel has no backward yet, so the differentiable reference runs")
-    return Path(True, kernel)
+        return why
+    if torch.is_grad_enabled() and (t.requires_grad or any(o is not None and o.requires_grad for o in operands) or
+                                    any(v.requires_grad for v in epilogue.encode()[2])):
+        return "autograd: the native kernels have no backward yet, so the differentiable reference runs"
+    return None
 
 
 def elementwise_path(x: torch.Tensor, epilogue=None) -> Path:
     """Which path ``elementwise(x, epilogue)`` takes, and why."""
-    return _native_path(x, as_epilogue(epilogue), "the compiled elementwise kernel")
+    reason = _native_reason(x, as_epilogue(epilogue))
+    return Path(reason is None, reason or "the compiled elementwise kernel")
 
 
 def elementwise(x: torch.Tensor, epilogue, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -125,17 +129,11 @@ def _check_linear_inputs(fn, x, weight, bias):
 def _fused_reason(x, weight, bias, epilogue) -> str | None:
     """None when the fused kernels can take these (already validated) inputs, else why not. On every call of
     linear(), so ordered cheapest first and free of allocations until it fails."""
-    if x.device.type != "cuda":
-        return f"{x.device.type} tensor: the torch reference runs there"
+    reason = _native_reason(x, epilogue, weight, bias)
+    if reason is not None:
+        return reason
     if x.dtype not in FUSED_DTYPES:
         return f"{x.dtype} inputs: the fused kernels take bfloat16 and float16 (torch GEMM + elementwise kernel)"
-    ok, why = _native.device_support(x.device)
-    if not ok:
-        return why
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
-                                    (bias is not None and bias.requires_grad) or
-                                    any(v.requires_grad for v in epilogue.encode()[2])):
-        return "autograd: the fused kernel has no backward yet, so the differentiable reference runs"
     if not _has_fused_kernels(x.dtype):
         return "no fused kernels in this build (built without sm_90a?); torch GEMM + elementwise kernel"
     n, k = weight.shape
