@@ -104,6 +104,8 @@ def plot(rows, path):
     except ImportError:
         return
     sweep = [r for r in rows if r["name"] == "sweep"]
+    if not sweep:
+        return
     fig, ax = plt.subplots(figsize=(8, 5))
     for n, k in sorted({(r["n"], r["k"]) for r in sweep}):
         pts = sorted((r["m"], r["fused_over_f_linear"]) for r in sweep if (r["n"], r["k"]) == (n, k))
