@@ -23,19 +23,24 @@ def native_loaded():
     return cutlass_ext.native_info().loaded
 
 
+def chain64(v0, epi):
+    """The chain applied to v0 in float64: the accuracy reference for every kernel."""
+    names, params, vectors = epi.encode()
+    vecs = iter(v.double() for v in vectors)
+    v = v0
+    for i, name in enumerate(names):
+        vec = next(vecs) if name in ("add_vec", "mul_vec") else None
+        v = DEVICE_OPS[name](v, v0, params[2 * i], params[2 * i + 1], vec)
+    return v
+
+
 def assert_matches_reference(got, x, epi, out_dtype=None):
     """got == epi's torch reference (fp32 math) within TOL; and within the dtype's rounding of a float64 run."""
     want = epi.reference(x, out_dtype=out_dtype)
     rtol, atol = TOL[got.dtype]
     assert not (got == POISON).any(), "some outputs were never written"
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol, equal_nan=True)
-    names, params, vectors = epi.encode()
-    ref64 = x.double()
-    v0 = ref64
-    vecs = iter(v.double() for v in vectors)
-    for i, name in enumerate(names):
-        vec = next(vecs) if name in ("add_vec", "mul_vec") else None
-        ref64 = DEVICE_OPS[name](ref64, v0, params[2 * i], params[2 * i + 1], vec)
+    ref64 = chain64(x.double(), epi)
     finite = torch.isfinite(ref64) & (ref64.abs() < 1e4)
     err = (got.double() - ref64).abs()[finite]
     bound = (3 * rtol * ref64.abs() + 10 * atol)[finite]

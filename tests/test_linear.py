@@ -16,15 +16,11 @@ from cutlass_ext import Epilogue, OPS
 from cutlass_ext.epilogue import DEVICE_OPS
 from cutlass_ext.nn import FusedLinear
 
-from test_elementwise import random_chain
+from test_elementwise import chain64, native_loaded, random_chain
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROBLEMS = pathlib.Path(os.environ.get("CUTLASS_EXT_PROBLEMS", ROOT.parent / "shared" / "problems"))
 HALF = [torch.bfloat16, torch.float16]
-
-
-def native_loaded():
-    return cutlass_ext.native_info().loaded
 
 
 def load_problem(name):
@@ -35,16 +31,6 @@ def load_problem(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def chain64(v, v0, epi):
-    """The chain in float64 (the reference)."""
-    names, params, vectors = epi.encode()
-    vecs = iter(v.double() for v in vectors)
-    for i, name in enumerate(names):
-        vec = next(vecs) if name in ("add_vec", "mul_vec") else None
-        v = DEVICE_OPS[name](v, v0, params[2 * i], params[2 * i + 1], vec)
-    return v
 
 
 def chain_eager(y, epi):
@@ -69,7 +55,7 @@ def check_against_float64(got, x, weight, bias, epi, atol=1e-5):
     """DESIGN.md's rule: our error vs a float64 reference <= 2x PyTorch's own (F.linear + eager chain in the
     same dtype) + atol, elementwise max; NaN/inf where the reference has them."""
     v0 = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
-    ref = chain64(v0, v0, epi)
+    ref = chain64(v0, epi)
     torch_out = chain_eager(F.linear(x, weight, bias), epi)
     finite = torch.isfinite(ref)
     assert torch.equal(torch.isnan(got), torch.isnan(ref)), "NaN pattern differs from the reference"
