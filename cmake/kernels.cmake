@@ -2,11 +2,13 @@
 # name. Each file is built only for the architectures it can run on.
 #   CUTLASS_EXT_KERNEL_SOURCES: what this build compiles
 
-# Any architecture: the standalone elementwise chain.
+# Any architecture: the standalone elementwise chain, and the TF32 operand split (plain CUDA; the torch op that
+# calls it links it on every build).
 set(elementwise_sources
   cutlass_ext/kernels/elementwise_f32.cu
   cutlass_ext/kernels/elementwise_bf16.cu
   cutlass_ext/kernels/elementwise_f16.cu
+  cutlass_ext/kernels/split_tf32.cu
 )
 
 # sm_90a only (wgmma, TMA): the fused Linear, dtype_tile_cluster_schedule.
@@ -14,10 +16,16 @@ set(sm90_sources "")
 foreach(dtype bf16 f16)
   # Each measured best for some bucket of the heuristic (src/fused_linear_registry.cpp); 64x256 ping-pong and a
   # 128x128 stream-K cooperative were tried and dropped: rarely best, never by more than a few percent.
-  foreach(config 128x256x64_2x1_cooperative 128x128x64_2x1_cooperative 128x128x64_1x1_pingpong
+  foreach(config 128x256x64_2x1_cooperative 128x128x64_2x1_cooperative 128x128x64_2x1_pingpong
                  64x128x64_1x1_pingpong)
     list(APPEND sm90_sources cutlass_ext/kernels/fused_linear_sm90_${dtype}_${config}.cu)
   endforeach()
+endforeach()
+# float32 on TF32 tensor cores: three tiles of chain(acc + bias), and two of chain(acc + C + bias) with promoted
+# accumulation (_addc: the split-precision path's final GEMM; its doubled accumulators rule out 128x256).
+foreach(config 128x256x32_2x1_cooperative 128x128x32_2x1_cooperative 64x128x32_1x1_pingpong
+               128x128x32_2x1_cooperative_addc 64x128x32_1x1_pingpong_addc)
+  list(APPEND sm90_sources cutlass_ext/kernels/fused_linear_sm90_tf32_${config}.cu)
 endforeach()
 
 set(all_gencodes "")

@@ -11,8 +11,8 @@ std::vector<FusedLinearKernel>& registry() {
   return kernels;
 }
 
-const FusedLinearKernel* find(DType dtype, int tile_m, int tile_n, const char* schedule) {
-  for (const FusedLinearKernel* k : fused_linear_kernels(dtype)) {
+const FusedLinearKernel* find_config(DType dtype, bool adds_source, int tile_m, int tile_n, const char* schedule) {
+  for (const FusedLinearKernel* k : fused_linear_kernels(dtype, adds_source)) {
     if (k->tile_m == tile_m && k->tile_n == tile_n && k->schedule == schedule) return k;
   }
   return nullptr;
@@ -29,10 +29,10 @@ bool register_fused_linear_kernel(FusedLinearKernel kernel) {
   return true;
 }
 
-std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype) {
+std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, bool adds_source) {
   std::vector<const FusedLinearKernel*> out;
   for (const FusedLinearKernel& k : registry()) {
-    if (k.dtype == dtype) out.push_back(&k);
+    if (k.dtype == dtype && k.adds_source == adds_source) out.push_back(&k);
   }
   std::sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->name < b->name; });
   return out;
@@ -41,32 +41,47 @@ std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype) {
 // Shape buckets, from the per-configuration sweep of benchmarks/bench_linear.py --configs on an H200, bf16, with
 // mul | hardtanh | gelu (docs/perf-notes.md, "fused Linear"). A preference falls through to the first compiled
 // configuration when it is not in the build.
-const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, int m, int n, int k, const ChainProgram& program,
-                                                    int sm_count) {
+const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, bool adds_source, int m, int n, int k,
+                                                    const ChainProgram& program, int sm_count) {
   (void)program;  // measured: the chain moved the best configuration only between near-ties
   const int64_t tiles_128 = tiles(m, n, 128, 128);
   const int64_t tiles_256 = tiles(m, n, 128, 256);
   const FusedLinearKernel* pick = nullptr;
-  if (m <= 128 || tiles_128 <= 32) {
+  auto prefer = [&](int tile_m, int tile_n, const char* schedule) {
+    return find_config(dtype, adds_source, tile_m, tile_n, schedule);
+  };
+  if (dtype == DType::kF32) {
+    // TF32: the bf16 buckets less the ping-pong 128x128 one (a 128x128x32 float stage is as large as a 128x128x64
+    // bf16 one, and ping-pong did not beat cooperative at long K there). adds_source (promoted accumulation)
+    // has no 128x256 tile.
+    if (m <= 128 || tiles_128 <= 32) {
+      pick = prefer(64, 128, "pingpong");
+    } else if (tiles_128 <= 2 * sm_count || adds_source) {
+      pick = prefer(128, 128, "cooperative");
+    } else {
+      pick = prefer(128, 256, "cooperative");
+    }
+  } else if (m <= 128 || tiles_128 <= 32) {
     // M in (0, 128], or at most 32 tiles of 128x128: 64-row tiles give twice the CTAs and waste less of each MMA.
-    pick = find(dtype, 64, 128, "pingpong");
+    pick = prefer(64, 128, "pingpong");
+  } else if (k <= 2048 && tiles_256 >= sm_count / 2) {
+    // Short K, at least half a wave of 128x256 tiles: the chain costs as much as the mainloop whatever the
+    // schedule; the 128x256 cooperative tile puts the most threads on it (4096x1024x1024: 25.2 us against 29.0
+    // for 128x128 cooperative, H100).
+    pick = prefer(128, 256, "cooperative");
   } else if (tiles_128 <= 2 * sm_count) {
     // Up to two waves of 128x128 tiles: 128x128 cooperative, a 2x1 cluster sharing the weight loads.
-    pick = find(dtype, 128, 128, "cooperative");
-  } else if (k <= 2048) {
-    // Many tiles, short K: the chain costs more than the mainloop whatever the schedule; the 128x256 cooperative
-    // tile has the most threads on it.
-    pick = find(dtype, 128, 256, "cooperative");
+    pick = prefer(128, 128, "cooperative");
   } else if (tiles_256 < 2 * sm_count || k <= 4096) {
     // Many tiles, moderate K (or under two waves of 128x256): ping-pong hides the chain behind the other
-    // warpgroup's MMAs.
-    pick = find(dtype, 128, 128, "pingpong");
+    // warpgroup's MMAs; its 2x1 cluster halves the weight loads (8192x4096x4096: 442 us against 518 for 1x1).
+    pick = prefer(128, 128, "pingpong");
   } else {
     // Many tiles, long K: the cooperative 128x256 tile has the most MMA throughput, and the chain is hidden.
-    pick = find(dtype, 128, 256, "cooperative");
+    pick = prefer(128, 256, "cooperative");
   }
   if (pick == nullptr) {
-    const auto all = fused_linear_kernels(dtype);
+    const auto all = fused_linear_kernels(dtype, adds_source);
     pick = all.empty() ? nullptr : all.front();
   }
   return pick;

@@ -2,6 +2,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
+
 #include "chain_program.h"
 #include "cutlass_ext/fused_linear.h"
 #include "ops.h"
@@ -11,10 +13,25 @@ namespace {
 
 constexpr const char* kFn = "cutlass_ext.linear";
 
-DType gemm_dtype(const at::Tensor& t) {
-  TORCH_CHECK(t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf, kFn,
-              ": the fused kernels take bfloat16 or float16, got ", t.scalar_type());
-  return t.scalar_type() == at::kBFloat16 ? DType::kBF16 : DType::kF16;
+DType gemm_dtype(c10::ScalarType t) {
+  switch (t) {
+    case at::kBFloat16: return DType::kBF16;
+    case at::kHalf: return DType::kF16;
+    case at::kFloat: return DType::kF32;
+    default: TORCH_CHECK(false, kFn, ": the fused kernels take bfloat16, float16 or float32, got ", t);
+  }
+}
+
+// How float32 inputs are multiplied. torch's names (torch.get_float32_matmul_precision): 'highest' is the
+// split-precision path (FP32-level error, three TF32 products), 'high' and 'medium' one TF32 GEMM.
+enum class Precision { kHalf, kTF32, kSplitTF32 };
+
+Precision parse_precision(DType dtype, c10::string_view precision) {
+  if (dtype != DType::kF32) return Precision::kHalf;  // bf16/fp16 inputs: one precision, the argument is unused
+  if (precision == "highest") return Precision::kSplitTF32;
+  if (precision == "high" || precision == "medium") return Precision::kTF32;
+  TORCH_CHECK(false, kFn, ": float32 inputs need precision 'highest', 'high' or 'medium', got '",
+              std::string(precision), "'");
 }
 
 int sm_count(int device) {
@@ -31,14 +48,16 @@ struct Problem {
   at::Tensor x2;
   FusedLinearArgs args;
   DType dtype;
+  Precision precision;
   ChainProgram program;
 };
 
 Problem prepare(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors) {
+                c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors,
+                c10::string_view precision) {
   TORCH_CHECK(x.is_cuda() && weight.device() == x.device(), kFn, ": x and weight must be on one CUDA device, got ",
               x.device(), " and ", weight.device());
-  const DType dtype = gemm_dtype(x);
+  const DType dtype = gemm_dtype(x.scalar_type());
   TORCH_CHECK(weight.scalar_type() == x.scalar_type(), kFn, ": weight has dtype ", weight.scalar_type(), ", x has ",
               x.scalar_type());
   TORCH_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), kFn, ": x ", x.sizes(),
@@ -60,33 +79,87 @@ Problem prepare(const at::Tensor& x, const at::Tensor& weight, const std::option
               ": x must have a unit last stride and 16-byte aligned rows");
   TORCH_CHECK(p.x2.size(0) <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX, kFn, ": dimensions must fit in int32");
   p.dtype = dtype;
+  p.precision = parse_precision(dtype, precision);
   p.program = make_chain_program(ops, params, vectors, n, x.device());
   const int device = x.device().index();
   p.args = FusedLinearArgs{p.x2.data_ptr(), p.x2.stride(0), weight.data_ptr(), weight.stride(0),
-                           bias ? bias->data_ptr() : nullptr, nullptr, n, int(p.x2.size(0)), int(n), int(k),
-                           device, sm_count(device)};
+                           bias ? bias->data_ptr() : nullptr, nullptr, n, nullptr, 0, int(p.x2.size(0)), int(n),
+                           int(k), device, sm_count(device)};
   return p;
 }
 
-const FusedLinearKernel& pick(const Problem& p, c10::string_view config) {
+const FusedLinearKernel& pick(const Problem& p, c10::string_view config, bool adds_source = false) {
   if (config.empty()) {
-    const FusedLinearKernel* k =
-        choose_fused_linear_kernel(p.dtype, p.args.m, p.args.n, p.args.k, p.program, p.args.sm_count);
+    const FusedLinearKernel* k = choose_fused_linear_kernel(p.dtype, adds_source, p.args.m, p.args.n, p.args.k,
+                                                            p.program, p.args.sm_count);
     TORCH_CHECK(k != nullptr, kFn, ": no fused kernel was compiled for this dtype (is sm_90a in the build?)");
     return *k;
   }
-  for (const FusedLinearKernel* k : fused_linear_kernels(p.dtype)) {
+  for (const FusedLinearKernel* k : fused_linear_kernels(p.dtype, adds_source)) {
     if (k->name == config) return *k;
   }
   TORCH_CHECK(false, kFn, ": no compiled configuration named '", std::string(config), "'");
+}
+
+void launch(const FusedLinearKernel& kernel, const FusedLinearArgs& args, const ChainProgram& program,
+            const at::Tensor& like, cudaStream_t stream) {
+  const size_t workspace_bytes = kernel.workspace_size(args, program);
+  at::Tensor workspace;
+  if (workspace_bytes > 0) workspace = at::empty({int64_t(workspace_bytes)}, like.options().dtype(at::kByte));
+  const std::string error = kernel.run(args, program, workspace_bytes > 0 ? workspace.data_ptr() : nullptr, stream);
+  TORCH_CHECK(error.empty(), kFn, " (", kernel.name, "): ", error);
+}
+
+at::Tensor split_tf32_rows(const at::Tensor& t, bool lo_first, cudaStream_t stream) {
+  at::Tensor out = at::empty({t.size(0), 2 * t.size(1)}, t.options());
+  const cudaError_t error = split_tf32(t.data_ptr<float>(), t.stride(0), t.size(0), t.size(1), out.data_ptr<float>(),
+                                       out.stride(0), lo_first, stream);
+  TORCH_CHECK(error == cudaSuccess, kFn, ": split_tf32 failed: ", cudaGetErrorString(error));
+  return out;
+}
+
+// The split-precision product (precision 'highest'): with x = x_hi + x_lo and W = W_hi + W_lo split into TF32
+// pairs (split_tf32),
+//   out = chain( x_hi W_hi^T  +  S  +  bias ),   S = [x_lo | x_hi] [W_hi | W_lo]^T = x_lo W_hi^T + x_hi W_lo^T,
+// dropping x_lo W_lo^T (2^-22 relative). S is its own GEMM (K' = 2K), so the small terms are summed apart from
+// the large ones: one accumulator for all three products measured 50x SGEMM's error. The second GEMM adds S as
+// its C operand in the epilogue. Every product of TF32 values is exact in the fp32 accumulator.
+// Operands: xs = [x_lo | x_hi] (M x 2K, made here), ws = [W_hi | W_lo] (N x 2K, split_tf32(weight), which the
+// caller may cache); x_hi is xs's right half and W_hi ws's left half, read in place with a 2K row stride.
+void run_split_tf32(const Problem& p, const at::Tensor& weight, const std::optional<at::Tensor>& weight_split,
+                    const FusedLinearKernel& small_kernel, const FusedLinearKernel& final_kernel, cudaStream_t stream) {
+  const int64_t k = p.args.k;
+  const at::Tensor xs = split_tf32_rows(p.x2, /*lo_first=*/true, stream);
+  at::Tensor ws;
+  if (weight_split) {
+    ws = *weight_split;
+    TORCH_CHECK(ws.device() == weight.device() && ws.scalar_type() == at::kFloat && ws.dim() == 2 &&
+                    ws.size(0) == weight.size(0) && ws.size(1) == 2 * k && ws.is_contiguous(),
+                kFn, ": weight_split must be split_tf32(weight): a contiguous float32 [", weight.size(0), ", ", 2 * k,
+                "] tensor on ", weight.device(), ", got ", ws.sizes());
+  } else {
+    ws = split_tf32_rows(weight, /*lo_first=*/false, stream);
+  }
+  const at::Tensor small = at::empty({p.args.m, p.args.n}, xs.options());
+
+  FusedLinearArgs s = p.args;  // S = [x_lo | x_hi] [W_hi | W_lo]^T, no bias, no chain
+  s.x = xs.data_ptr(), s.ldx = 2 * k, s.weight = ws.data_ptr(), s.ldw = 2 * k, s.k = int(2 * k);
+  s.bias = nullptr, s.out = small.data_ptr(), s.ldo = p.args.n;
+  launch(small_kernel, s, ChainProgram{}, xs, stream);
+
+  FusedLinearArgs f = p.args;  // out = chain(x_hi W_hi^T + S + bias)
+  f.x = xs.data_ptr<float>() + k, f.ldx = 2 * k, f.weight = ws.data_ptr(), f.ldw = 2 * k;
+  f.source = small.data_ptr<float>(), f.lds = p.args.n;
+  launch(final_kernel, f, p.program, xs, stream);
 }
 
 }  // namespace
 
 at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors,
-                        c10::string_view config) {
-  Problem p = prepare(x, weight, bias, ops, params, vectors);
+                        c10::string_view config, c10::string_view precision,
+                        const std::optional<at::Tensor>& weight_split) {
+  Problem p = prepare(x, weight, bias, ops, params, vectors, precision);
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end() - 1);
   out_shape.push_back(p.args.n);
   at::Tensor out = at::empty(out_shape, x.options());
@@ -99,27 +172,42 @@ at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight, const std
   p.args.out = out.data_ptr();
   const FusedLinearKernel& kernel = pick(p, config);
   const c10::cuda::CUDAGuard device_guard(x.device());
-  const size_t workspace_bytes = kernel.workspace_size(p.args, p.program);
-  at::Tensor workspace;
-  if (workspace_bytes > 0) workspace = at::empty({int64_t(workspace_bytes)}, x.options().dtype(at::kByte));
-  const std::string error = kernel.run(p.args, p.program, workspace_bytes > 0 ? workspace.data_ptr() : nullptr,
-                                       c10::cuda::getCurrentCUDAStream(x.device().index()));
-  TORCH_CHECK(error.empty(), kFn, " (", kernel.name, "): ", error);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index());
+  if (p.precision == Precision::kSplitTF32) {
+    // The first GEMM (K' = 2K) runs the configuration asked for or picked; the final one the same tile where it
+    // has an adds_source twin, else the heuristic's pick among those.
+    const auto finals = fused_linear_kernels(p.dtype, /*adds_source=*/true);
+    const auto same = std::find_if(finals.begin(), finals.end(), [&](auto* k) { return k->name == kernel.name; });
+    const FusedLinearKernel& final_kernel = same != finals.end() ? **same : pick(p, "", /*adds_source=*/true);
+    run_split_tf32(p, weight, weight_split, kernel, final_kernel, stream);
+  } else {
+    launch(kernel, p.args, p.program, x, stream);
+  }
   return out;
 }
 
 std::string fused_linear_plan(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                              c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors) {
-  const Problem p = prepare(x, weight, bias, ops, params, vectors);
+                              c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors,
+                              c10::string_view precision) {
+  const Problem p = prepare(x, weight, bias, ops, params, vectors, precision);
   return pick(p, "").name;
+}
+
+at::Tensor split_tf32_weight(const at::Tensor& weight) {
+  TORCH_CHECK(weight.is_cuda() && weight.scalar_type() == at::kFloat && weight.dim() == 2, kFn,
+              ": split_tf32 takes a 2-D float32 CUDA tensor, got ", weight.scalar_type(), " ", weight.sizes(), " on ",
+              weight.device());
+  const at::Tensor w = weight.contiguous();
+  TORCH_CHECK(w.size(1) % 4 == 0 && aligned16(w.data_ptr()), kFn,
+              ": split_tf32 needs in_features a multiple of 4 and 16-byte aligned rows");
+  const c10::cuda::CUDAGuard device_guard(w.device());
+  return split_tf32_rows(w, /*lo_first=*/false, c10::cuda::getCurrentCUDAStream(w.device().index()));
 }
 
 std::vector<std::string> fused_linear_configs(c10::ScalarType dtype) {
   std::vector<std::string> names;
-  if (dtype != at::kBFloat16 && dtype != at::kHalf) return names;
-  for (const FusedLinearKernel* k : fused_linear_kernels(dtype == at::kBFloat16 ? DType::kBF16 : DType::kF16)) {
-    names.push_back(k->name);
-  }
+  if (dtype != at::kBFloat16 && dtype != at::kHalf && dtype != at::kFloat) return names;
+  for (const FusedLinearKernel* k : fused_linear_kernels(gemm_dtype(dtype))) names.push_back(k->name);
   return names;
 }
 

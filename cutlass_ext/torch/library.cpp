@@ -12,8 +12,10 @@ TORCH_LIBRARY(cutlass_ext, m) {
   m.def("elementwise(Tensor x, str[] ops, float[] params, Tensor[] vectors) -> Tensor");
   m.def("elementwise_out(Tensor x, str[] ops, float[] params, Tensor[] vectors, Tensor(a!) out) -> ()");
   m.def("fused_linear(Tensor x, Tensor weight, Tensor? bias, str[] ops, float[] params, Tensor[] vectors, "
-        "str config=\"\") -> Tensor");
-  m.def("fused_linear_plan(Tensor x, Tensor weight, Tensor? bias, str[] ops, float[] params, Tensor[] vectors) -> str");
+        "str config=\"\", str precision=\"\", Tensor? weight_split=None) -> Tensor");
+  m.def("fused_linear_plan(Tensor x, Tensor weight, Tensor? bias, str[] ops, float[] params, Tensor[] vectors, "
+        "str precision=\"\") -> str");
+  m.def("split_tf32(Tensor weight) -> Tensor");
   m.def("fused_linear_configs(ScalarType dtype) -> str[]", &cutlass_ext::fused_linear_configs);
 }
 
@@ -22,4 +24,5 @@ TORCH_LIBRARY_IMPL(cutlass_ext, CUDA, m) {
   m.impl("elementwise_out", &cutlass_ext::elementwise_out);
   m.impl("fused_linear", &cutlass_ext::fused_linear);
   m.impl("fused_linear_plan", &cutlass_ext::fused_linear_plan);
+  m.impl("split_tf32", &cutlass_ext::split_tf32_weight);
 }

@@ -15,13 +15,19 @@ void elementwise_out(const at::Tensor& x, c10::ArrayRef<std::string> ops, c10::A
                      at::TensorList vectors, const at::Tensor& out);
 
 // y = chain(x @ weight.T + bias) as one sm90 GEMM. config: a name from fused_linear_configs, or "" for the
-// shape heuristic's choice.
+// shape heuristic's choice. precision (float32 inputs only): 'highest' (split TF32, two GEMMs), 'high' or
+// 'medium' (one TF32 GEMM). weight_split: split_tf32_weight(weight), reused across calls by the caller; made
+// here when absent ('highest' only).
 at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors,
-                        c10::string_view config);
+                        c10::string_view config, c10::string_view precision,
+                        const std::optional<at::Tensor>& weight_split);
 // The configuration fused_linear would run for these inputs (same checks, no launch).
 std::string fused_linear_plan(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                              c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors);
+                              c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors,
+                              c10::string_view precision);
+// A float32 weight (N x K) as the split-precision path reads it: [W_hi | W_lo], N x 2K, both TF32 values.
+at::Tensor split_tf32_weight(const at::Tensor& weight);
 // Names of the compiled configurations for a dtype.
 std::vector<std::string> fused_linear_configs(c10::ScalarType dtype);
 

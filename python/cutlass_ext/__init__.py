@@ -12,7 +12,7 @@
 from . import autotune, nn
 from ._native import NativeInfo, native_info
 from .epilogue import MAX_OPS, MAX_VECTORS, OPS, Epilogue, Op, as_epilogue
-from .ops import Path, elementwise, elementwise_path, linear, linear_path
+from .ops import PRECISIONS, Path, clear_weight_cache, elementwise, elementwise_path, linear, linear_path
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,6 @@ __version__ = "0.1.0"
 native_info()
 
 __all__ = [
-    "MAX_OPS", "MAX_VECTORS", "OPS", "Epilogue", "NativeInfo", "Op", "Path",
-    "as_epilogue", "autotune", "elementwise", "elementwise_path", "linear", "linear_path", "native_info", "nn",
+    "MAX_OPS", "MAX_VECTORS", "OPS", "PRECISIONS", "Epilogue", "NativeInfo", "Op", "Path",
+    "as_epilogue", "autotune", "clear_weight_cache", "elementwise", "elementwise_path", "linear", "linear_path", "native_info", "nn",
 ]

@@ -38,11 +38,16 @@ def register_python_impls() -> None:
         out.copy_(run_device_ops(x, ops, params, vectors))
 
     @torch.library.register_fake("cutlass_ext::fused_linear")
-    def _fused_linear_fake(x, weight, bias, ops, params, vectors, config=""):
-        torch._check(x.dtype in (torch.bfloat16, torch.float16), lambda: "cutlass_ext.linear: bf16/fp16 only")
+    def _fused_linear_fake(x, weight, bias, ops, params, vectors, config="", precision="", weight_split=None):
+        torch._check(x.dtype in _DTYPES, lambda: f"cutlass_ext.linear: unsupported dtype {x.dtype}")
         torch._check(x.shape[-1] == weight.shape[1], lambda: "cutlass_ext.linear: x and weight do not match")
         return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
     @torch.library.register_kernel("cutlass_ext::fused_linear", "cpu")
-    def _fused_linear_cpu(x, weight, bias, ops, params, vectors, config=""):
+    def _fused_linear_cpu(x, weight, bias, ops, params, vectors, config="", precision="", weight_split=None):
         return run_device_ops(F.linear(x, weight, bias), ops, params, vectors).contiguous()
+
+    @torch.library.register_fake("cutlass_ext::split_tf32")
+    def _split_tf32_fake(weight):
+        torch._check(weight.dtype == torch.float32 and weight.dim() == 2, lambda: "split_tf32: 2-D float32 only")
+        return weight.new_empty((weight.shape[0], 2 * weight.shape[1]))

@@ -1,8 +1,8 @@
 """Opt-in autotuning of the fused Linear's kernel configuration.
 
 Off by default: the shape heuristic in cutlass_ext/src/fused_linear_registry.cpp picks a configuration. When on
-(``cutlass_ext.autotune.enable()`` or ``CUTLASS_EXT_AUTOTUNE=1``), the first call for a (GPU, dtype, M, N, K,
-bias, chain) key times every compiled configuration on the call's own inputs, keeps the fastest in memory and in
+(``cutlass_ext.autotune.enable()`` or ``CUTLASS_EXT_AUTOTUNE=1``), the first call for a (GPU, dtype, float32
+precision, M, N, K, bias, chain) key times every compiled configuration on the call's own inputs, keeps the fastest in memory and in
 ``$CUTLASS_EXT_CACHE_DIR/autotune.json`` (default ``~/.cache/cutlass_ext``), and reuses it from then on, in this
 process and later ones. Compiled graphs (torch.compile) use cached winners only, never tune while tracing.
 ``cutlass_ext.linear_path`` shows which configuration runs.
@@ -68,26 +68,27 @@ def _save() -> None:
     os.replace(f.name, path)
 
 
-def key(x: torch.Tensor, weight: torch.Tensor, bias, epilogue) -> str:
+def key(x: torch.Tensor, weight: torch.Tensor, bias, epilogue, precision: str = "") -> str:
     n, k = weight.shape
     m = x.numel() // k if k else 0
     gpu = torch.cuda.get_device_name(x.device)
-    return f"{gpu}|{str(x.dtype)[6:]}|m={m}|n={n}|k={k}|bias={bias is not None}|{epilogue}"
+    dtype = str(x.dtype)[6:] + (f"/{precision}" if precision else "")
+    return f"{gpu}|{dtype}|m={m}|n={n}|k={k}|bias={bias is not None}|{epilogue}"
 
 
-def cached_config(x, weight, bias, epilogue) -> str | None:
+def cached_config(x, weight, bias, epilogue, precision: str = "") -> str | None:
     _load()
-    return _memory.get(key(x, weight, bias, epilogue))
+    return _memory.get(key(x, weight, bias, epilogue, precision))
 
 
-def config_for(x, weight, bias, epilogue) -> str:
+def config_for(x, weight, bias, epilogue, precision: str = "", weight_split=None) -> str:
     """The configuration to run: the tuned one when tuning is on (tuning now if this key is new), else ''."""
     if not _enabled:
         return ""
-    found = cached_config(x, weight, bias, epilogue)
+    found = cached_config(x, weight, bias, epilogue, precision)
     if found is None:
-        found = _tune(x, weight, bias, epilogue)
-        _memory[key(x, weight, bias, epilogue)] = found
+        found = _tune(x, weight, bias, epilogue, precision, weight_split)
+        _memory[key(x, weight, bias, epilogue, precision)] = found
         _save()
     return found
 
@@ -105,12 +106,12 @@ def _time(fn, reps: int = 10) -> float:
     return statistics.median(times)
 
 
-def _tune(x, weight, bias, epilogue) -> str:
+def _tune(x, weight, bias, epilogue, precision, weight_split) -> str:
     args = (x, weight, bias, *epilogue.encode())
     results = {}
     for name in torch.ops.cutlass_ext.fused_linear_configs(x.dtype):
         try:
-            results[name] = _time(lambda: torch.ops.cutlass_ext.fused_linear(*args, name))
+            results[name] = _time(lambda: torch.ops.cutlass_ext.fused_linear(*args, name, precision, weight_split))
         except RuntimeError:
             continue  # a configuration that cannot run this problem
     if not results:

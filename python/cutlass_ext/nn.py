@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .epilogue import Epilogue, as_epilogue
-from .ops import linear
+from .ops import PRECISIONS, linear
 
 
 class FusedLinear(nn.Linear):
@@ -18,26 +18,34 @@ class FusedLinear(nn.Linear):
 
     Per-feature vectors in the epilogue (add_vec / mul_vec) are the tensors you passed: they are not registered
     in this module, so move them with it yourself.
+
+    ``precision`` applies to float32 only (see ``cutlass_ext.linear``): None follows
+    ``torch.get_float32_matmul_precision()`` at each call; 'highest' is FP32-level accuracy (and caches a split
+    copy of the weight, twice its size), 'high' / 'medium' TF32.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, epilogue=None,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, precision: str | None = None) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.epilogue: Epilogue = as_epilogue(epilogue)
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"FusedLinear: precision must be one of {PRECISIONS} or None, got {precision!r}")
+        self.precision = precision
 
     @classmethod
-    def from_linear(cls, module: nn.Linear, epilogue=None) -> "FusedLinear":
+    def from_linear(cls, module: nn.Linear, epilogue=None, precision: str | None = None) -> "FusedLinear":
         """A FusedLinear that shares ``module``'s weight and bias Parameters (no copy)."""
         if not isinstance(module, nn.Linear):
             raise TypeError(f"from_linear expects an nn.Linear, got {type(module).__name__}")
         fused = cls(module.in_features, module.out_features, bias=module.bias is not None, epilogue=epilogue,
-                    device="meta", dtype=module.weight.dtype)
+                    device="meta", dtype=module.weight.dtype, precision=precision)
         fused.weight = module.weight
         fused.bias = module.bias
         return fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, self.epilogue)
+        return linear(x, self.weight, self.bias, self.epilogue, self.precision)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, epilogue='{self.epilogue}'"
+        precision = f", precision='{self.precision}'" if self.precision else ""
+        return f"{super().extra_repr()}, epilogue='{self.epilogue}'{precision}"

@@ -3,10 +3,12 @@ float32, correct everywhere, differentiable), and can tell which one it would ta
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
 from . import _native, autotune
 from .epilogue import Epilogue, as_epilogue
@@ -84,7 +86,41 @@ def elementwise(x: torch.Tensor, epilogue, out: torch.Tensor | None = None) -> t
 
 
 # --- The fused Linear -------------------------------------------------------------------------------------------
-FUSED_DTYPES = (torch.bfloat16, torch.float16)
+FUSED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+# How float32 inputs are multiplied, in torch's words (torch.set_float32_matmul_precision): 'highest' is FP32-level
+# accuracy (on Hopper: split TF32, three tensor-core products with the small terms summed apart), 'high' and
+# 'medium' one TF32 product (10-bit mantissas). Other dtypes have one precision and ignore the setting.
+PRECISIONS = ("highest", "high", "medium")
+
+
+def _precision_for(dtype: torch.dtype, precision: str | None, fn: str) -> str:
+    """The precision a float32 call runs at ('' for other dtypes): ``precision``, else torch's global setting."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"{fn}: precision must be one of {PRECISIONS} or None (torch's setting), got {precision!r}")
+    if dtype != torch.float32:
+        return ""
+    return precision or torch.get_float32_matmul_precision()
+
+
+# The split-precision path reads each float32 weight as split_tf32(weight) = [W_hi | W_lo]: twice the weight's
+# memory, made once and kept while the weight lives and is unchanged (its version counter and storage are
+# checked on every call, so optimizer steps and load_state_dict are seen). clear_weight_cache() frees them.
+_weight_splits = WeakIdKeyDictionary()
+
+
+def _weight_split(weight: torch.Tensor) -> torch.Tensor | None:
+    if torch.compiler.is_compiling():
+        return None  # the op splits the weight inside the compiled graph on each call
+    stamp = (weight._version, weight.data_ptr())
+    entry = _weight_splits.get(weight)
+    if entry is None or entry[0] != stamp:
+        entry = _weight_splits[weight] = (stamp, torch.ops.cutlass_ext.split_tf32(weight))
+    return entry[1]
+
+
+def clear_weight_cache() -> None:
+    """Frees the split copies of float32 weights that precision='highest' keeps (see ``linear``)."""
+    _weight_splits.clear()
 
 
 _fused_kernels: dict[torch.dtype, bool] = {}
@@ -137,40 +173,61 @@ def _fused_reason(x, weight, bias, epilogue) -> str | None:
     if not _has_fused_kernels(x.dtype):
         return "no fused kernels in this build (built without sm_90a?); torch GEMM + elementwise kernel"
     n, k = weight.shape
-    if k % 8 or n % 8:
-        return f"in_features ({k}) and out_features ({n}) must be multiples of 8 for the fused kernels (TMA)"
-    if weight.stride(1) != 1 or weight.stride(0) % 8 or not _aligned16(weight):
+    per16 = 16 // x.element_size()  # elements per 16 bytes: TMA wants 16-byte aligned rows
+    if k % per16 or n % per16:
+        return (f"in_features ({k}) and out_features ({n}) must be multiples of {per16} for the fused {x.dtype} "
+                "kernels (TMA)")
+    if weight.stride(1) != 1 or weight.stride(0) % per16 or not _aligned16(weight):
         return "weight is not row-major with 16-byte aligned rows"
     if bias is not None and (bias.stride(0) != 1 or not _aligned16(bias)):
         return "bias is not contiguous and 16-byte aligned"
-    if x.stride(-1) != 1 or not _aligned16(x) or (x.dim() > 1 and x.stride(-2) % 8 and not x.is_contiguous()):
+    if x.stride(-1) != 1 or not _aligned16(x) or (x.dim() > 1 and x.stride(-2) % per16 and not x.is_contiguous()):
         return "x's rows are not contiguous and 16-byte aligned"
     return None
 
 
-def linear_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None) -> Path:
-    """Which path ``linear(x, weight, bias, epilogue)`` takes, and why; for the fused path, the configuration."""
+def _describe(precision: str) -> str:
+    if precision == "highest":
+        return "split TF32 (float32, precision 'highest')"
+    if precision:
+        return f"TF32 (float32, precision '{precision}')"
+    return "one GEMM"
+
+
+def linear_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None,
+                precision: str | None = None) -> Path:
+    """Which path ``linear(x, weight, bias, epilogue, precision)`` takes, and why; for the fused path, the
+    configuration."""
+    fn = "cutlass_ext.linear"
     epi = as_epilogue(epilogue)
-    _check_linear_inputs("cutlass_ext.linear", x, weight, bias)
+    _check_linear_inputs(fn, x, weight, bias)
+    precision = _precision_for(x.dtype, precision, fn)
     reason = _fused_reason(x, weight, bias, epi)
     if reason is not None:
         return Path(False, reason)
-    config = autotune.cached_config(x, weight, bias, epi)
+    config = autotune.cached_config(x, weight, bias, epi, precision)
+    how = "autotuned"
     if config is None:
-        config = torch.ops.cutlass_ext.fused_linear_plan(x, weight, bias, *epi.encode())
-        return Path(True, f"fused sm90 GEMM, configuration {config} (shape heuristic)")
-    return Path(True, f"fused sm90 GEMM, configuration {config} (autotuned)")
+        config = torch.ops.cutlass_ext.fused_linear_plan(x, weight, bias, *epi.encode(), precision)
+        how = "shape heuristic"
+    return Path(True, f"fused sm90 GEMM, {_describe(precision)}, configuration {config} ({how})")
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None,
+           precision: str | None = None) -> torch.Tensor:
     """``epilogue(x @ weight.T + bias)``, as nn.Linear followed by the chain, computed as ONE GEMM on Hopper.
 
     x: (..., in_features); weight: (out_features, in_features) as nn.Linear stores it; bias: (out_features,).
     The chain runs in float32 on the accumulator plus bias; the result is in x's dtype. Inputs the fused kernels
     cannot take run F.linear then the elementwise kernel (or the reference); ``linear_path`` says which and why.
+
+    precision (float32 inputs only; None follows ``torch.get_float32_matmul_precision()``): 'highest' gives
+    FP32-level accuracy by split TF32 (two GEMMs; the weight's split copy, twice its size, is cached while the
+    weight is unchanged: see ``clear_weight_cache``); 'high' and 'medium' one TF32 GEMM.
     """
     fn = "cutlass_ext.linear"
     epi = epilogue if isinstance(epilogue, Epilogue) else as_epilogue(epilogue)
+    precision = _precision_for(x.dtype, precision, fn) if isinstance(x, torch.Tensor) else precision
     # Host time is what small GEMMs cost (a 4096x1024x1024 GEMM is ~18 us, one call's worth of Python), so the
     # fused path runs only the eligibility checks and lets the op validate shapes and vectors; the full Python
     # checks run when something fails, to raise the same clear, typed error on every path.
@@ -179,30 +236,47 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         epi.check_for(weight.shape[0], x.device, fn)
         reason = _fused_reason(x, weight, bias, epi)
         if reason is None:
-            return torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *epi.encode(), "")
-        return _linear_fallback(x, weight, bias, epi, reason)
+            return torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *epi.encode(), "", precision, None)
+        return _linear_fallback(x, weight, bias, epi, reason, precision)
     try:
         reason = _fused_reason(x, weight, bias, epi)
     except (AttributeError, TypeError, ValueError, IndexError):
         reason = "invalid inputs"
     if reason is None:
-        config = autotune.config_for(x, weight, bias, epi)
+        split = _weight_split(weight) if precision == "highest" else None
+        config = autotune.config_for(x, weight, bias, epi, precision, split)
         try:
-            return torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *epi.encode(), config)
+            return torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *epi.encode(), config, precision, split)
         except RuntimeError:
             _check_linear_inputs(fn, x, weight, bias)
             epi.check_for(weight.shape[0], x.device, fn)
             raise
     _check_linear_inputs(fn, x, weight, bias)
     epi.check_for(weight.shape[0], x.device, fn)
-    return _linear_fallback(x, weight, bias, epi, reason)
+    return _linear_fallback(x, weight, bias, epi, reason, precision)
 
 
-def _linear_fallback(x, weight, bias, epi, reason):
-    """F.linear, then the chain: by the elementwise kernel where it runs, else (CPU, autograd) the reference."""
+@contextlib.contextmanager
+def _float32_matmul_precision(precision: str):
+    """torch's float32 matmul precision set to ``precision`` for the block (a process-wide setting: eager only)."""
+    previous = torch.get_float32_matmul_precision()
+    if not precision or precision == previous or torch.compiler.is_compiling():
+        yield
+        return
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _linear_fallback(x, weight, bias, epi, reason, precision=""):
+    """F.linear (at the asked float32 precision), then the chain: by the elementwise kernel where it runs, else
+    (CPU, autograd) the reference."""
     if x.device.type == "cuda" and reason.startswith("the compiled module"):
         _native.warn_fallback(reason)
-    y = F.linear(x, weight, bias)
+    with _float32_matmul_precision(precision):
+        y = F.linear(x, weight, bias)
     if reason.startswith("autograd") or x.device.type != "cuda" or not _native.native_info().loaded:
         return epi.reference(y)
     return elementwise(y, epi, out=y) if len(epi) else y

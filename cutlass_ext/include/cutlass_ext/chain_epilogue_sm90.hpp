@@ -1,6 +1,7 @@
 // The runtime epilogue chain as a node of CUTLASS's sm90 epilogue visitor tree (EVT):
 //
 //   D = ChainNode( Plus( AccFetch, RowBroadcast(bias) ) )      // chain(acc + bias[n]), cast to D's type
+//   D = ChainNode( Plus( Plus( AccFetch, SrcFetch ), RowBroadcast(bias) ) )   // with a float32 C operand
 //
 // ChainNode runs the ChainProgram (chain_interpreter.cuh, the same interpreter and op math as the elementwise
 // kernel) over each fragment in registers, after the accumulator and before the store.
@@ -67,6 +68,9 @@ struct ChainNode {
         cutlass::Array<ElementAccumulator, FragmentSize> const&, int epi_v, int epi_m, int epi_n,
         cutlass::Array<ElementInput, FragmentSize> const& frg_input) {
       cutlass::Array<float, FragmentSize> v = cutlass::NumericArrayConverter<float, ElementInput, FragmentSize>{}(frg_input);
+      if (params.num_ops == 0) {  // uniform: no call, no feature indices (the split-precision path's first GEMM)
+        return cutlass::NumericArrayConverter<ElementOutput, float, FragmentSize>{}(v);
+      }
       auto coords = tCcD(cute::_, cute::_, cute::_, epi_m, epi_n);
       const int first_n = n - int(cute::get<1>(residue));
       // Columns past N (a partial tile) are never stored; clamp them so that vector reads stay in bounds.
@@ -91,13 +95,47 @@ struct ChainNode {
   Params const* params;
 };
 
-// chain(acc + bias[n]); with a null bias pointer, RowBroadcast adds 0 without loading anything.
+namespace evt = cutlass::epilogue::fusion;
 template <class Element, class TileShape>
-using LinearChainFusion = cutlass::epilogue::fusion::Sm90EVT<
-    ChainNode<Element>,                                                   // chain(v0), cast to Element
-    cutlass::epilogue::fusion::Sm90EVT<
-        cutlass::epilogue::fusion::Sm90Compute<cutlass::plus, float, float, cutlass::FloatRoundStyle::round_to_nearest>,
-        cutlass::epilogue::fusion::Sm90AccFetch,                          // acc
-        cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, Element, float>>>;  // bias[n]
+using BiasBroadcast = evt::Sm90RowBroadcast<0, TileShape, Element, float>;  // bias[n]; a null pointer adds 0
+using Plus = evt::Sm90Compute<cutlass::plus, float, float, cutlass::FloatRoundStyle::round_to_nearest>;
+
+// chain(acc + bias[n])
+//   arguments: {{acc: {}, bias: {ptr, 0, {}}, plus: {}}, chain: ChainProgram}
+template <class Element, class TileShape>
+using LinearChainFusion = evt::Sm90EVT<ChainNode<Element>,                              // chain(v0), cast
+                                       evt::Sm90EVT<Plus,                               // v0 = acc + bias[n]
+                                                    evt::Sm90AccFetch,                  // acc
+                                                    BiasBroadcast<Element, TileShape>>>;
+
+// acc + small, except where acc is inf or NaN: there it is the result. In the split-precision path acc holds the
+// large terms x_hi W_hi^T and C the small ones; an inf in x is in x_hi (its x_lo is 0) and makes acc inf or NaN
+// exactly as an FP32 GEMM would, while C would hold inf * W_lo of any sign, or NaN where W_lo is 0.
+template <class T>
+struct PlusSmallTerms {
+  CUTLASS_HOST_DEVICE T operator()(T const& acc, T const& small) const { return isfinite(acc) ? acc + small : acc; }
+};
+template <int N>
+struct PlusSmallTerms<cutlass::Array<float, N>> {
+  CUTLASS_HOST_DEVICE cutlass::Array<float, N> operator()(cutlass::Array<float, N> const& acc,
+                                                          cutlass::Array<float, N> const& small) const {
+    cutlass::Array<float, N> out;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < N; ++i) out[i] = PlusSmallTerms<float>{}(acc[i], small[i]);
+    return out;
+  }
+};
+
+// chain(acc + C + bias[n]), C an M x N float32 operand: the split-precision path adds its small terms here, so
+// that they are summed apart from the large ones (see fused_linear_op.cpp).
+//   arguments: {{{acc: {}, C: {}, plus: {}}, bias: {ptr, 0, {}}, plus: {}}, chain: ChainProgram}
+template <class Element, class TileShape>
+using LinearSourceChainFusion = evt::Sm90EVT<
+    ChainNode<Element>,                                                                   // chain(v0), cast
+    evt::Sm90EVT<Plus,                                                                    // v0 = ... + bias[n]
+                 evt::Sm90EVT<evt::Sm90Compute<PlusSmallTerms, float, float,              // acc + C
+                                               cutlass::FloatRoundStyle::round_to_nearest>,
+                              evt::Sm90AccFetch, evt::Sm90SrcFetch<float>>,
+                 BiasBroadcast<Element, TileShape>>>;
 
 }  // namespace cutlass_ext::sm90

@@ -4,7 +4,10 @@
 //
 //   A = x       (M x K, row-major: "T")
 //   B = weight  (N x K row-major, i.e. K x N column-major: "N"), used in place, never transposed or copied
-//   D = out     (M x N, row-major), no C operand
+//   C = source  (M x N float32, row-major), only in the kAddsSource variant (the split-precision path)
+//   D = out     (M x N, row-major)
+// Element is bfloat16_t, half_t or float; float A and B run on TF32 tensor cores (the builder maps float to
+// tfloat32_t wgmma, which reads the top 19 bits of each operand).
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -16,6 +19,7 @@
 #include <cutlass/numeric_types.h>
 
 #include <string>
+#include <type_traits>
 
 #include "cutlass_ext/chain_epilogue_sm90.hpp"
 #include "cutlass_ext/fused_linear.h"
@@ -37,20 +41,41 @@ struct Pingpong {
   static constexpr const char* kName = "pingpong";
 };
 
-template <class Element, class TileShape, class ClusterShape, class Schedule>
+// The builder's mainloop with promoted accumulation: each k-block's wgmmas accumulate from zero into temporary
+// registers, which are then added to the fp32 accumulator with ordinary (round-to-nearest) FADDs. This is
+// CUTLASS's FP8 mainloop (MainloopSm90TmaGmmaWarpSpecializedFP8, promotion every 4 MMAs = one 32-deep k-block
+// for TF32); nothing in it is FP8-specific. Why: the tensor cores' own accumulation rounds with a bias (measured:
+// the split-TF32 error grew with K to 5-8x SGEMM's with the accumulator left in the wgmmas), which the
+// accurate path cannot afford. The temporaries double the accumulator registers: 128x128 tiles at most.
+template <class Mainloop>
+struct PromotedAccumulation;
+template <int Stages, class ClusterShape, class KernelSchedule, class... Rest>
+struct PromotedAccumulation<cutlass::gemm::collective::CollectiveMma<
+    cutlass::gemm::MainloopSm90TmaGmmaWarpSpecialized<Stages, ClusterShape, KernelSchedule>, Rest...>> {
+  using type = cutlass::gemm::collective::CollectiveMma<
+      cutlass::gemm::MainloopSm90TmaGmmaWarpSpecializedFP8<Stages, ClusterShape, KernelSchedule>, Rest...>;
+};
+template <class Mainloop>
+struct SameMainloop {
+  using type = Mainloop;
+};
+
+template <class Element, class TileShape, class ClusterShape, class Schedule, bool kAddsSource = false>
 struct FusedLinear {
   static constexpr int kAlignment = 16 / sizeof(Element);  // TMA: 16-byte aligned rows
-  using Fusion = LinearChainFusion<Element, TileShape>;
+  using ElementSource = std::conditional_t<kAddsSource, float, void>;
+  using Fusion = std::conditional_t<kAddsSource, LinearSourceChainFusion<Element, TileShape>,
+                                    LinearChainFusion<Element, TileShape>>;
 
   using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto,
       float, float,                                              // accumulator, epilogue compute
-      void, cutlass::layout::RowMajor, kAlignment,               // no C
+      ElementSource, cutlass::layout::RowMajor, 16 / sizeof(float),  // C: float32 or none
       Element, cutlass::layout::RowMajor, kAlignment,            // D
       typename Schedule::Epilogue, Fusion>::CollectiveOp;
 
-  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+  using BuiltMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
       Element, cutlass::layout::RowMajor, kAlignment,            // A = x
       Element, cutlass::layout::ColumnMajor, kAlignment,         // B = weight as stored
@@ -58,6 +83,9 @@ struct FusedLinear {
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename CollectiveEpilogue::SharedStorage))>,
       typename Schedule::Mainloop>::CollectiveOp;
+  // The kAddsSource variant is the split-precision path's final GEMM: it needs FP32-level accumulation.
+  using CollectiveMainloop = typename std::conditional_t<kAddsSource, PromotedAccumulation<BuiltMainloop>,
+                                                         SameMainloop<BuiltMainloop>>::type;
 
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
                                                       CollectiveEpilogue, typename Schedule::TileScheduler>;
@@ -71,12 +99,19 @@ struct FusedLinear {
     args.mainloop.dA = typename Kernel::StrideA{a.ldx, cute::Int<1>{}, int64_t(0)};
     args.mainloop.ptr_B = static_cast<const Element*>(a.weight);
     args.mainloop.dB = typename Kernel::StrideB{a.ldw, cute::Int<1>{}, int64_t(0)};
-    // LinearChainFusion's arguments nest as the tree does: {{acc, bias[n], plus}, chain}.
-    args.epilogue.thread = {{{}, {static_cast<const Element*>(a.bias), Element(0), {}}, {}}, program};
-    args.epilogue.ptr_C = nullptr;
+    // The fusion's arguments nest as its tree does (chain_epilogue_sm90.hpp).
+    const typename BiasBroadcast<Element, TileShape>::Arguments bias{static_cast<const Element*>(a.bias), Element(0), {}};
     args.epilogue.ptr_D = static_cast<Element*>(a.out);
     args.epilogue.dD = typename Kernel::StrideD{a.ldo, cute::Int<1>{}, int64_t(0)};
-    args.epilogue.dC = args.epilogue.dD;
+    if constexpr (kAddsSource) {
+      args.epilogue.thread = {{{{}, {}, {}}, bias, {}}, program};
+      args.epilogue.ptr_C = static_cast<const float*>(a.source);
+      args.epilogue.dC = typename Kernel::StrideC{a.lds, cute::Int<1>{}, int64_t(0)};
+    } else {
+      args.epilogue.thread = {{{}, bias, {}}, program};
+      args.epilogue.ptr_C = nullptr;
+      args.epilogue.dC = args.epilogue.dD;
+    }
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
     return args;
@@ -115,23 +150,25 @@ struct FusedLinear {
   }
 };
 
-template <class Element, class TileShape, class ClusterShape, class Schedule>
+template <class Element, class TileShape, class ClusterShape, class Schedule, bool kAddsSource>
 FusedLinearKernel make_kernel(const char* dtype_name, DType dtype) {
-  using Config = FusedLinear<Element, TileShape, ClusterShape, Schedule>;
+  using Config = FusedLinear<Element, TileShape, ClusterShape, Schedule, kAddsSource>;
   const int tm = cute::size<0>(TileShape{}), tn = cute::size<1>(TileShape{}), tk = cute::size<2>(TileShape{});
   const std::string name = std::string(dtype_name) + "_" + std::to_string(tm) + "x" + std::to_string(tn) + "x" +
                            std::to_string(tk) + "_" + std::to_string(cute::size<0>(ClusterShape{})) + "x" +
                            std::to_string(cute::size<1>(ClusterShape{})) + "_" + Schedule::kName;
-  return FusedLinearKernel{name, dtype, tm, tn, Schedule::kName, &Config::workspace_size, &Config::run};
+  return FusedLinearKernel{name, dtype, kAddsSource, tm, tn, Schedule::kName, &Config::workspace_size, &Config::run};
 }
 
 }  // namespace cutlass_ext::sm90
 
 // One configuration, registered when the library loads; the kernel file's name repeats these parameters.
-#define CUTLASS_EXT_SM90_FUSED_LINEAR(ELEMENT, DTYPE, DTYPE_NAME, TM, TN, TK, CM, CN, SCHEDULE)                \
+// ADDS_SOURCE: false for chain(acc + bias), true for chain(acc + C + bias) (name suffix _addc).
+#define CUTLASS_EXT_SM90_FUSED_LINEAR(ELEMENT, DTYPE, DTYPE_NAME, TM, TN, TK, CM, CN, SCHEDULE, ADDS_SOURCE)   \
   namespace {                                                                                                  \
   const bool registered = ::cutlass_ext::register_fused_linear_kernel(                                         \
       ::cutlass_ext::sm90::make_kernel<ELEMENT, cute::Shape<cute::Int<TM>, cute::Int<TN>, cute::Int<TK>>,      \
                                        cute::Shape<cute::Int<CM>, cute::Int<CN>, cute::Int<1>>,                \
-                                       ::cutlass_ext::sm90::SCHEDULE>(DTYPE_NAME, ::cutlass_ext::DType::DTYPE)); \
+                                       ::cutlass_ext::sm90::SCHEDULE, ADDS_SOURCE>(DTYPE_NAME,                 \
+                                                                                   ::cutlass_ext::DType::DTYPE)); \
   }

@@ -1,0 +1,138 @@
+"""Float32 inputs: the fused Linear at precision 'highest' (split TF32, FP32-level error) and 'high' (TF32) on the
+reference problems, against PyTorch float32 (eager, torch.compile, F.linear alone as SGEMM and as TF32).
+
+    python benchmarks/bench_float32.py [--out DIR] [--rep MS]
+
+Per problem (shared/problems, their own shapes and torch.rand inputs): times (medians of triton do_bench), the
+allclose(atol=rtol=1e-4) check against the float32 model on 5 fresh inputs, and the GEMM's relative error
+(Frobenius norm) against float64 for SGEMM, cuBLAS TF32 and ours. The GroupNorm model runs its Linear fused and
+its GroupNorm + hardtanh in torch. Writes bench_float32.md and .json.
+"""
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import pathlib
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+import cutlass_ext
+from cutlass_ext.nn import FusedLinear
+from cutlass_ext.ops import _float32_matmul_precision as matmul_precision
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROBLEMS = pathlib.Path(os.environ.get("CUTLASS_EXT_PROBLEMS", ROOT.parent / "shared" / "problems"))
+CHAINS = {
+    "linear_scale_hardtanh_gelu": "mul(0.5) | hardtanh(-2, 2) | gelu",
+    "linear_swish_div_clamp_tanh_clamp": "silu | div(2) | clamp(-1, 1) | tanh | clamp(-1, 1)",
+    "linear_groupnorm_hardtanh": "",  # GroupNorm + hardtanh stay in torch
+}
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, PROBLEMS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rel_error(got, ref):
+    return ((got.double() - ref).norm() / ref.norm()).item()
+
+
+def measure(name, rep):
+    mod = load(name)
+    torch.manual_seed(0)
+    model = mod.Model(*mod.get_init_inputs()).to("cuda")
+    w, b = model.gemm.weight, model.gemm.bias
+    fused = {p: FusedLinear.from_linear(model.gemm, CHAINS[name], precision=p) for p in ("highest", "high")}
+    if name == "linear_groupnorm_hardtanh":
+        ours = {p: (lambda t, f=f: model.hardtanh(model.group_norm(f(t)))) for p, f in fused.items()}
+    else:
+        ours = fused
+    x = mod.get_inputs()[0].to("cuda")
+    m, k = x.shape
+    row = {"name": name, "m": m, "n": w.shape[0], "k": k, "chain": CHAINS[name],
+           "path_highest": str(cutlass_ext.linear_path(x, w, b, fused["highest"].epilogue, "highest"))}
+
+    def bench(fn):
+        return do_bench(fn, warmup=max(rep // 4, 10), rep=rep, return_mode="median")
+
+    with torch.no_grad():
+        with matmul_precision("highest"):
+            compiled = torch.compile(model)
+            compiled(x)
+            row["eager_ms"] = bench(lambda: model(x))
+            row["compile_ms"] = bench(lambda: compiled(x))
+            row["sgemm_f_linear_ms"] = bench(lambda: F.linear(x, w, b))
+            row["fused_highest_ms"] = bench(lambda: ours["highest"](x))
+            row["fused_highest_empty_chain_ms"] = bench(lambda: cutlass_ext.linear(x, w, b, None, "highest"))
+        with matmul_precision("high"):
+            row["tf32_f_linear_ms"] = bench(lambda: F.linear(x, w, b))
+            row["fused_high_ms"] = bench(lambda: ours["high"](x))
+
+        # Accuracy: the acceptance check on 5 fresh inputs, and the GEMM's error against float64 on the first.
+        worst, all_close = 0.0, True
+        for i in range(5):
+            xi = mod.get_inputs()[0].to("cuda")
+            with matmul_precision("highest"):
+                want, got = model(xi), ours["highest"](xi)
+            worst = max(worst, (got - want).abs().max().item())
+            all_close &= torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+            if i == 0:
+                ref = F.linear(xi.double(), w.double(), b.double())
+                with matmul_precision("highest"):
+                    row["rel_err_sgemm"] = rel_error(F.linear(xi, w, b), ref)
+                    row["rel_err_fused_highest"] = rel_error(cutlass_ext.linear(xi, w, b, None, "highest"), ref)
+                with matmul_precision("high"):
+                    row["rel_err_cublas_tf32"] = rel_error(F.linear(xi, w, b), ref)
+                    row["rel_err_fused_high"] = rel_error(cutlass_ext.linear(xi, w, b, None, "high"), ref)
+        row["allclose_1e-4_5_inputs"] = bool(all_close)
+        row["max_abs_diff_vs_model"] = worst
+    row["highest_speedup_vs_eager"] = row["eager_ms"] / row["fused_highest_ms"]
+    row["highest_speedup_vs_sgemm"] = row["sgemm_f_linear_ms"] / row["fused_highest_ms"]
+    row["high_over_tf32_f_linear"] = row["fused_high_ms"] / row["tf32_f_linear_ms"]
+    row["err_ratio_highest_vs_sgemm"] = row["rel_err_fused_highest"] / row["rel_err_sgemm"]
+    return row
+
+
+def table(rows):
+    lines = ["| problem | M x N x K | eager ms | compile ms | SGEMM ms | highest ms | highest vs eager | "
+             "TF32 F.linear ms | high ms | high / TF32 F.linear | allclose 1e-4 (5 inputs) | rel err SGEMM | "
+             "rel err highest (ratio) | rel err TF32 cuBLAS / ours |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['m']}x{r['n']}x{r['k']} | {r['eager_ms']:.3f} | {r['compile_ms']:.3f} | "
+            f"{r['sgemm_f_linear_ms']:.3f} | {r['fused_highest_ms']:.3f} | {r['highest_speedup_vs_eager']:.2f}x | "
+            f"{r['tf32_f_linear_ms']:.3f} | {r['fused_high_ms']:.3f} | {r['high_over_tf32_f_linear']:.3f} | "
+            f"{r['allclose_1e-4_5_inputs']} (max {r['max_abs_diff_vs_model']:.1e}) | {r['rel_err_sgemm']:.2e} | "
+            f"{r['rel_err_fused_highest']:.2e} ({r['err_ratio_highest_vs_sgemm']:.2f}x) | "
+            f"{r['rel_err_cublas_tf32']:.2e} / {r['rel_err_fused_high']:.2e} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--rep", type=int, default=200, help="do_bench rep (ms) per measurement")
+    args = parser.parse_args()
+    assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
+    rows = [measure(name, args.rep) for name in CHAINS]
+    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = (f"GPU: {meta['gpu']}, torch {meta['torch']}, float32, {meta['date']}; medians (ms) of triton do_bench. "
+            "'highest' = split TF32, 'high' = TF32.\n\n" + table(rows))
+    (out / "bench_float32.md").write_text(text + "\n")
+    (out / "bench_float32.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
