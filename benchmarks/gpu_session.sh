@@ -24,7 +24,7 @@ cd /tmp  # import the installed package, not the source tree
 python3 -m cutlass_ext | tee "$OUT/check.txt"
 cd - >/dev/null
 
-python3 -m pytest -q -rs tests "$@" > "$OUT/tests.log" 2>&1
+python3 -m pytest -q -rfEs tests "$@" > "$OUT/tests.log" 2>&1
 test_rc=$?
 # BENCH: which benchmarks to run (default both); BENCH_ARGS: extra arguments for bench_linear.py (e.g. --quick)
 bench_rc=""

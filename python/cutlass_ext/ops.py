@@ -109,8 +109,10 @@ _weight_splits = WeakIdKeyDictionary()
 
 
 def _weight_split(weight: torch.Tensor) -> torch.Tensor | None:
-    if torch.compiler.is_compiling():
-        return None  # the op splits the weight inside the compiled graph on each call
+    if torch.compiler.is_compiling() or weight.is_inference():
+        # The op splits the weight on each call: inside a compiled graph, and for inference tensors, which have no
+        # version counter to tell an in-place update.
+        return None
     stamp = (weight._version, weight.data_ptr())
     entry = _weight_splits.get(weight)
     if entry is None or entry[0] != stamp:
@@ -188,10 +190,10 @@ def _fused_reason(x, weight, bias, epilogue) -> str | None:
 
 def _describe(precision: str) -> str:
     if precision == "highest":
-        return "split TF32 (float32, precision 'highest')"
+        return "fused sm90 GEMM, split TF32 (float32, precision 'highest')"
     if precision:
-        return f"TF32 (float32, precision '{precision}')"
-    return "one GEMM"
+        return f"fused sm90 GEMM, TF32 (float32, precision '{precision}')"
+    return "fused sm90 GEMM"
 
 
 def linear_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None,
@@ -210,7 +212,7 @@ def linear_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if config is None:
         config = torch.ops.cutlass_ext.fused_linear_plan(x, weight, bias, *epi.encode(), precision)
         how = "shape heuristic"
-    return Path(True, f"fused sm90 GEMM, {_describe(precision)}, configuration {config} ({how})")
+    return Path(True, f"{_describe(precision)}, configuration {config} ({how})")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None,
