@@ -123,19 +123,23 @@ at::Tensor split_tf32_rows(const at::Tensor& t, bool lo_first, cudaStream_t stre
 //   out = chain( x_hi W_hi^T  +  S  +  bias ),   S = [x_lo | x_hi] [W_hi | W_lo]^T = x_lo W_hi^T + x_hi W_lo^T,
 // dropping x_lo W_lo^T (2^-22 relative). S is its own GEMM (K' = 2K), so the small terms are summed apart from
 // the large ones: one accumulator for all three products measured 50x SGEMM's error. The second GEMM adds S as
-// its C operand in the epilogue. Every product of TF32 values is exact in the fp32 accumulator.
+// its C operand in the epilogue. Every product of TF32 values is exact in fp32, and the final GEMM accumulates in
+// fp32 registers (promoted accumulation, fused_linear_sm90.cuh): the tensor cores' own accumulation measured
+// 5-8x SGEMM's error.
 // Operands: xs = [x_lo | x_hi] (M x 2K, made here), ws = [W_hi | W_lo] (N x 2K, split_tf32(weight), which the
 // caller may cache); x_hi is xs's right half and W_hi ws's left half, read in place with a 2K row stride.
 void run_split_tf32(const Problem& p, const at::Tensor& weight, const std::optional<at::Tensor>& weight_split,
                     const FusedLinearKernel& small_kernel, const FusedLinearKernel& final_kernel, cudaStream_t stream) {
   const int64_t k = p.args.k;
+  TORCH_CHECK(2 * k <= INT32_MAX, kFn, ": in_features must be under 2^30 for precision 'highest'");
   const at::Tensor xs = split_tf32_rows(p.x2, /*lo_first=*/true, stream);
   at::Tensor ws;
   if (weight_split) {
     ws = *weight_split;
     TORCH_CHECK(ws.device() == weight.device() && ws.scalar_type() == at::kFloat && ws.dim() == 2 &&
-                    ws.size(0) == weight.size(0) && ws.size(1) == 2 * k && ws.is_contiguous(),
-                kFn, ": weight_split must be split_tf32(weight): a contiguous float32 [", weight.size(0), ", ", 2 * k,
+                    ws.size(0) == weight.size(0) && ws.size(1) == 2 * k && ws.is_contiguous() &&
+                    aligned16(ws.data_ptr()),
+                kFn, ": weight_split must be split_tf32(weight): a contiguous, 16-byte aligned float32 [", weight.size(0), ", ", 2 * k,
                 "] tensor on ", weight.device(), ", got ", ws.sizes());
   } else {
     ws = split_tf32_rows(weight, /*lo_first=*/false, stream);
