@@ -11,11 +11,20 @@ std::vector<FusedLinearKernel>& registry() {
   return kernels;
 }
 
-const FusedLinearKernel* find_config(DType dtype, bool adds_source, int tile_m, int tile_n, const char* schedule) {
-  for (const FusedLinearKernel* k : fused_linear_kernels(dtype, adds_source)) {
-    if (k->tile_m == tile_m && k->tile_n == tile_n && k->schedule == schedule) return k;
+// Lookups walk the registry in place: they run on every call, and a (dtype, adds_source, tile, schedule) or a
+// name matches at most one configuration, so no sorted copy is needed.
+template <class Match>
+const FusedLinearKernel* find_if(DType dtype, bool adds_source, Match match) {
+  for (const FusedLinearKernel& k : registry()) {
+    if (k.dtype == dtype && k.adds_source == adds_source && match(k)) return &k;
   }
   return nullptr;
+}
+
+const FusedLinearKernel* find_config(DType dtype, bool adds_source, int tile_m, int tile_n, const char* schedule) {
+  return find_if(dtype, adds_source, [&](const FusedLinearKernel& k) {
+    return k.tile_m == tile_m && k.tile_n == tile_n && k.schedule == schedule;
+  });
 }
 
 int64_t tiles(int64_t m, int64_t n, int tile_m, int tile_n) {
@@ -27,6 +36,10 @@ int64_t tiles(int64_t m, int64_t n, int tile_m, int tile_n) {
 bool register_fused_linear_kernel(FusedLinearKernel kernel) {
   registry().push_back(std::move(kernel));
   return true;
+}
+
+const FusedLinearKernel* find_fused_linear_kernel(DType dtype, bool adds_source, std::string_view name) {
+  return find_if(dtype, adds_source, [&](const FusedLinearKernel& k) { return k.name == name; });
 }
 
 std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, bool adds_source) {

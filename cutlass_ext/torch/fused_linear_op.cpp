@@ -2,8 +2,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <algorithm>
-
 #include "chain_program.h"
 #include "cutlass_ext/fused_linear.h"
 #include "ops.h"
@@ -95,10 +93,10 @@ const FusedLinearKernel& pick(const Problem& p, c10::string_view config, bool ad
     TORCH_CHECK(k != nullptr, kFn, ": no fused kernel was compiled for this dtype (is sm_90a in the build?)");
     return *k;
   }
-  for (const FusedLinearKernel* k : fused_linear_kernels(p.dtype, adds_source)) {
-    if (k->name == config) return *k;
-  }
-  TORCH_CHECK(false, kFn, ": no compiled configuration named '", std::string(config), "'");
+  const FusedLinearKernel* k =
+      find_fused_linear_kernel(p.dtype, adds_source, std::string_view(config.data(), config.size()));
+  TORCH_CHECK(k != nullptr, kFn, ": no compiled configuration named '", std::string(config), "'");
+  return *k;
 }
 
 void launch(const FusedLinearKernel& kernel, const FusedLinearArgs& args, const ChainProgram& program,
@@ -180,10 +178,9 @@ at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight, const std
   if (p.precision == Precision::kSplitTF32) {
     // The first GEMM (K' = 2K) runs the configuration asked for or picked; the final one the same tile where it
     // has an adds_source twin, else the heuristic's pick among those.
-    const auto finals = fused_linear_kernels(p.dtype, /*adds_source=*/true);
-    const auto same = std::find_if(finals.begin(), finals.end(), [&](auto* k) { return k->name == kernel.name; });
-    const FusedLinearKernel& final_kernel = same != finals.end() ? **same : pick(p, "", /*adds_source=*/true);
-    run_split_tf32(p, weight, weight_split, kernel, final_kernel, stream);
+    const FusedLinearKernel* same = find_fused_linear_kernel(p.dtype, /*adds_source=*/true, kernel.name);
+    run_split_tf32(p, weight, weight_split, kernel, same != nullptr ? *same : pick(p, "", /*adds_source=*/true),
+                   stream);
   } else {
     launch(kernel, p.args, p.program, x, stream);
   }

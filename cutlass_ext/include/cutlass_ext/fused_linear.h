@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cutlass_ext/chain_program.h"
@@ -47,6 +48,9 @@ bool register_fused_linear_kernel(FusedLinearKernel kernel);
 
 // Every compiled configuration for a dtype (plain or adds_source), sorted by name.
 std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, bool adds_source = false);
+
+// The configuration of that name (nullptr when none is compiled).
+const FusedLinearKernel* find_fused_linear_kernel(DType dtype, bool adds_source, std::string_view name);
 
 // The configuration the shape heuristic picks (nullptr when none is compiled for the dtype).
 const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, bool adds_source, int m, int n, int k,
