@@ -2,12 +2,15 @@
 # name. Each file is built only for the architectures it can run on.
 #   CUTLASS_EXT_KERNEL_SOURCES: what this build compiles
 
-# Any architecture: the standalone elementwise chain, and the TF32 operand split (plain CUDA; the torch op that
-# calls it links it on every build).
+# Any architecture: the standalone elementwise chain, the normalization stage, and the TF32 operand split (plain
+# CUDA; the torch op that calls it links it on every build).
 set(elementwise_sources
   cutlass_ext/kernels/elementwise_f32.cu
   cutlass_ext/kernels/elementwise_bf16.cu
   cutlass_ext/kernels/elementwise_f16.cu
+  cutlass_ext/kernels/group_norm_f32.cu
+  cutlass_ext/kernels/group_norm_bf16.cu
+  cutlass_ext/kernels/group_norm_f16.cu
   cutlass_ext/kernels/split_tf32.cu
 )
 

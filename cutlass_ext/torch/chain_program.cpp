@@ -74,14 +74,17 @@ ChainProgram make_chain_program(c10::ArrayRef<std::string> ops, c10::ArrayRef<do
   TORCH_CHECK(next_vector == vectors.size(), "cutlass_ext: ", vectors.size(), " vectors given, the ops read ",
               next_vector);
   for (size_t i = 0; i < vectors.size(); ++i) {
-    const at::Tensor& v = vectors[i];
-    TORCH_CHECK(v.device() == device, "cutlass_ext: epilogue vector ", i, " is on ", v.device(), ", expected ", device);
-    TORCH_CHECK(v.dim() == 1 && v.size(0) == features, "cutlass_ext: epilogue vector ", i, " must have shape [",
-                features, "], got ", v.sizes());
-    TORCH_CHECK(v.is_contiguous(), "cutlass_ext: epilogue vector ", i, " must be contiguous");
-    program.vectors[i] = ChainVector{v.data_ptr(), vector_dtype(v)};
+    program.vectors[i] = make_chain_vector(vectors[i], features, device, "epilogue vector " + std::to_string(i));
   }
   return program;
+}
+
+ChainVector make_chain_vector(const at::Tensor& v, int64_t features, c10::Device device, const std::string& what) {
+  TORCH_CHECK(v.device() == device, "cutlass_ext: ", what, " is on ", v.device(), ", expected ", device);
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == features, "cutlass_ext: ", what, " must have shape [", features,
+              "], got ", v.sizes());
+  TORCH_CHECK(v.is_contiguous(), "cutlass_ext: ", what, " must be contiguous");
+  return ChainVector{v.data_ptr(), vector_dtype(v)};
 }
 
 }  // namespace cutlass_ext

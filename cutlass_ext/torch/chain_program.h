@@ -14,4 +14,7 @@ namespace cutlass_ext {
 ChainProgram make_chain_program(c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params,
                                 at::TensorList vectors, int64_t features, c10::Device device);
 
+// One per-feature vector, checked the same way (what: its name in the error messages).
+ChainVector make_chain_vector(const at::Tensor& v, int64_t features, c10::Device device, const std::string& what);
+
 }  // namespace cutlass_ext

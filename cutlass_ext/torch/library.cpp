@@ -16,6 +16,8 @@ TORCH_LIBRARY(cutlass_ext, m) {
   m.def("fused_linear_plan(Tensor x, Tensor weight, Tensor? bias, str[] ops, float[] params, Tensor[] vectors, "
         "str precision=\"\") -> str");
   m.def("split_tf32(Tensor weight) -> Tensor");
+  m.def("group_norm_chain(Tensor x, int num_groups, Tensor? weight, Tensor? bias, float eps, str[] ops, "
+        "float[] params, Tensor[] vectors) -> Tensor");
   m.def("fused_linear_configs(ScalarType dtype) -> str[]", &cutlass_ext::fused_linear_configs);
 }
 
@@ -25,4 +27,5 @@ TORCH_LIBRARY_IMPL(cutlass_ext, CUDA, m) {
   m.impl("fused_linear", &cutlass_ext::fused_linear);
   m.impl("fused_linear_plan", &cutlass_ext::fused_linear_plan);
   m.impl("split_tf32", &cutlass_ext::split_tf32_weight);
+  m.impl("group_norm_chain", &cutlass_ext::group_norm_chain);
 }

@@ -28,6 +28,11 @@ std::string fused_linear_plan(const at::Tensor& x, const at::Tensor& weight, con
                               c10::string_view precision);
 // A float32 weight (N x K) as the split-precision path reads it: [W_hi | W_lo], N x 2K, both TF32 values.
 at::Tensor split_tf32_weight(const at::Tensor& weight);
+// y = chain(group_norm(x, num_groups, weight, bias, eps)) over x's last dimension (the normalization stage of an
+// epilogue, group_norm.h); weight and bias are per-feature, float32, bfloat16 or float16.
+at::Tensor group_norm_chain(const at::Tensor& x, int64_t num_groups, const std::optional<at::Tensor>& weight,
+                            const std::optional<at::Tensor>& bias, double eps, c10::ArrayRef<std::string> ops,
+                            c10::ArrayRef<double> params, at::TensorList vectors);
 // Names of the compiled configurations for a dtype.
 std::vector<std::string> fused_linear_configs(c10::ScalarType dtype);
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .epilogue import run_device_ops
+from .epilogue import Op, norm_reference, run_device_ops
 
 _registered = False
 
@@ -51,3 +51,15 @@ def register_python_impls() -> None:
     def _split_tf32_fake(weight):
         torch._check(weight.dtype == torch.float32 and weight.dim() == 2, lambda: "split_tf32: 2-D float32 only")
         return weight.new_empty((weight.shape[0], 2 * weight.shape[1]))
+
+    @torch.library.register_fake("cutlass_ext::group_norm_chain")
+    def _group_norm_chain_fake(x, num_groups, weight, bias, eps, ops, params, vectors):
+        torch._check(x.dtype in _DTYPES, lambda: f"cutlass_ext.group_norm_chain: unsupported dtype {x.dtype}")
+        torch._check(x.dim() >= 1 and x.shape[-1] % num_groups == 0,
+                     lambda: "cutlass_ext.group_norm_chain: the features do not split into the groups")
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+    @torch.library.register_kernel("cutlass_ext::group_norm_chain", "cpu")
+    def _group_norm_chain_cpu(x, num_groups, weight, bias, eps, ops, params, vectors):
+        norm = Op("group_norm", num_groups, weight=weight, bias=bias, eps=eps)
+        return run_device_ops(norm_reference(x, norm), ops, params, vectors, out_dtype=x.dtype).contiguous()

@@ -13,6 +13,15 @@ Built from Python objects or from a string, printed back in the same form::
     Epilogue([Op("mul", 0.5), Op("hardtanh", -2, 2), Op("gelu")])
     Epilogue("mul_vec(scale) | silu", scale=torch.rand(1024))    # a per-feature vector, named in the text
 
+One normalization stage may sit anywhere in the chain, over the features (the last dimension)::
+
+    Epilogue("mul(2) | group_norm(16, weight=gw, bias=gb) | hardtanh(-2, 2)", gw=gn.weight, gb=gn.bias)
+    Epilogue("layer_norm(weight=w, bias=b, eps=1e-6) | gelu", w=..., b=...)   # group_norm with one group
+
+The ops before it (the pre-chain) run on the GEMM's accumulator and their result is rounded to the output dtype,
+as a torch Linear's output is; the norm then runs in float32 as F.group_norm does, and the ops after it (the
+post-chain, whose residual's v0 is the normalized value) follow before the final rounding.
+
 Every user-level op lowers to one of the DEVICE_OPS (``sub(s)`` is ``add(-s)``, ``relu`` is ``clamp(0, inf)``),
 the form the kernels receive. The reference math of each device op is torch's own function in float32, so the
 reference IS PyTorch's semantics, special cases included; the device math (cutlass_ext/include/cutlass_ext/
@@ -145,6 +154,17 @@ _SPECS = [
 ]
 OPS: dict[str, _Spec] = {s.name: s for s in _SPECS}
 
+# The normalization stages: not device ops but a stage of their own (a second pass over the output, group_norm.h).
+# Parameters: the number of groups, then the per-feature affine weight and bias (tensors, or None for 1 and 0).
+_NORM_PARAMS = {
+    "group_norm": (("num_groups", _REQUIRED), ("weight", None), ("bias", None), ("eps", 1e-5)),
+    "layer_norm": (("weight", None), ("bias", None), ("eps", 1e-5)),
+}
+NORMS = {
+    "group_norm": "F.group_norm(v, num_groups, weight, bias, eps) over the features (num_groups must divide them)",
+    "layer_norm": "F.layer_norm(v, (features,), weight, bias, eps): group_norm with one group",
+}
+
 
 def _fmt(x) -> str:
     """A float as short as round-trips: 2 not 2.0, 0.5, 1e-05."""
@@ -155,19 +175,25 @@ def _fmt(x) -> str:
 
 
 class Op:
-    """One op of a chain: ``Op("hardtanh", -2, 2)``, ``Op("clamp", max=1)``, ``Op("add_vec", tensor, vector_name="b2")``."""
+    """One op of a chain: ``Op("hardtanh", -2, 2)``, ``Op("clamp", max=1)``, ``Op("add_vec", tensor, vector_name="b2")``,
+    ``Op("group_norm", 16, weight=w, bias=b, eps=1e-5)``. vector_name names the vector in the printed form (for a
+    norm, a dict such as {"weight": "w", "bias": "b"})."""
 
-    __slots__ = ("spec", "params", "vector", "vector_name")
+    __slots__ = ("spec", "params", "vector", "vector_name", "affine", "affine_names")
 
     def __init__(self, name: str, *args, vector_name: str | None = None, **kwargs):
-        spec = OPS.get(name) if isinstance(name, str) else None
-        if spec is None:
-            close = difflib.get_close_matches(str(name), OPS, n=3)
-            hint = f" Did you mean {' or '.join(close)}?" if close else ""
-            raise ValueError(f"unknown epilogue op {name!r}.{hint} Known ops: {', '.join(OPS)}")
-        self.spec = spec
         self.vector = None
         self.vector_name = vector_name
+        self.affine = self.affine_names = None
+        if isinstance(name, str) and name in NORMS:
+            self._init_norm(name, args, kwargs)
+            return
+        spec = OPS.get(name) if isinstance(name, str) else None
+        if spec is None:
+            close = difflib.get_close_matches(str(name), [*OPS, *NORMS], n=3)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            raise ValueError(f"unknown epilogue op {name!r}.{hint} Known ops: {', '.join([*OPS, *NORMS])}")
+        self.spec = spec
         names = [p for p, _ in spec.params]
         if len(args) > len(names):
             raise ValueError(f"{name} takes at most {len(names)} parameter(s) ({self.signature()}), got {len(args)}")
@@ -191,9 +217,39 @@ class Op:
         if spec.check is not None and (problem := spec.check(*self.params)):
             raise ValueError(f"{name}: {problem}")
 
+    def _init_norm(self, name, args, kwargs):
+        """group_norm / layer_norm: params = (num_groups, eps), affine = (weight, bias), each a tensor or None."""
+        self.spec = _Spec(name, _NORM_PARAMS[name], None, NORMS[name])
+        names = [p for p, _ in self.spec.params]
+        if len(args) > len(names):
+            raise ValueError(f"{name} takes at most {len(names)} parameter(s) ({self.signature()}), got {len(args)}")
+        values = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names or key in values:
+                raise ValueError(f"{name} has no parameter {key!r} or got it twice ({self.signature()})")
+            values[key] = value
+        if name == "group_norm" and "num_groups" not in values:
+            raise ValueError(f"group_norm needs parameter 'num_groups' ({self.signature()})")
+        groups = values.get("num_groups", 1)
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+            raise ValueError(f"{name}: num_groups must be a positive integer, got {groups!r}")
+        eps = _check_number(name, "eps", values.get("eps", 1e-5))
+        if eps is None or eps < 0:
+            raise ValueError(f"{name}: eps must be a number >= 0, got {eps!r}")
+        self.params = (int(groups), eps)
+        self.affine = tuple(None if values.get(p) is None else _check_vector(f"{name} {p}", values[p])
+                            for p in ("weight", "bias"))
+        given = self.vector_name if isinstance(self.vector_name, dict) else {}
+        self.affine_names = (given.get("weight"), given.get("bias"))
+        self.vector_name = None
+
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def is_norm(self) -> bool:
+        return self.affine is not None
 
     def signature(self) -> str:
         parts = [p if d is _REQUIRED else f"{p}={_fmt(d) if d is not None else None}" for p, d in self.spec.params]
@@ -201,9 +257,20 @@ class Op:
 
     def lower(self) -> tuple[str, float, float]:
         """(device op name, a, b): the form the kernels run."""
+        if self.is_norm:
+            raise ValueError(f"{self.name} is a normalization stage, not a device op (see Epilogue.split)")
         return self.spec.lower(*self.params) if not self.spec.vector else self.spec.lower()
 
     def __str__(self) -> str:
+        if self.is_norm:
+            groups, eps = self.params
+            parts = [str(groups)] if self.name == "group_norm" else []
+            for pname, tensor, tname in zip(("weight", "bias"), self.affine, self.affine_names):
+                if tensor is not None:
+                    parts.append(f"{pname}={tname or f'<vector of {tensor.numel()}>'}")
+            if eps != 1e-5:
+                parts.append(f"eps={_fmt(eps)}")
+            return f"{self.name}({', '.join(parts)})" if parts else self.name
         if self.spec.vector:
             return f"{self.name}({self.vector_name or f'<vector of {self.vector.numel()}>'})"
         parts, keyword = [], False
@@ -218,7 +285,8 @@ class Op:
         return f"Op({str(self)!r})"
 
     def _key(self):
-        return (self.name, self.params, id(self.vector) if self.vector is not None else None)
+        tensors = (self.vector,) + (self.affine or ())
+        return (self.name, self.params, tuple(None if t is None else id(t) for t in tensors))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Op) and self._key() == other._key()
@@ -270,6 +338,8 @@ class Epilogue:
             raise ValueError(f"an epilogue has at most {MAX_OPS} ops, got {len(ops)}")
         if sum(op.vector is not None for op in ops) > MAX_VECTORS:
             raise ValueError(f"an epilogue reads at most {MAX_VECTORS} per-feature vectors")
+        if sum(op.is_norm for op in ops) > 1:
+            raise ValueError("an epilogue has at most one normalization stage (group_norm or layer_norm)")
         self.ops = ops
         self._encoded = None
 
@@ -299,23 +369,49 @@ class Epilogue:
 
     @property
     def vectors(self) -> list[torch.Tensor]:
+        """The per-feature vectors of the device ops, in order (not a norm's weight and bias)."""
         return [op.vector for op in self.ops if op.vector is not None]
 
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor the chain reads: the vectors and a norm's weight and bias."""
+        return [t for op in self.ops for t in (op.vector,) + (op.affine or ()) if t is not None]
+
+    @property
+    def norm(self) -> Op | None:
+        """The normalization stage, or None."""
+        return next((op for op in self.ops if op.is_norm), None)
+
+    def split(self) -> tuple["Epilogue", Op | None, "Epilogue"]:
+        """(pre-chain, norm, post-chain) around the normalization stage; (self, None, empty) without one."""
+        for i, op in enumerate(self.ops):
+            if op.is_norm:
+                return Epilogue(self.ops[:i]), op, Epilogue(self.ops[i + 1:])
+        return self, None, Epilogue()
+
     def check_for(self, features: int | None, device: torch.device, where: str = "epilogue") -> None:
-        """Raises unless every per-feature vector has ``features`` elements and lives on ``device``."""
+        """Raises unless every per-feature tensor has ``features`` elements and lives on ``device``, and a norm's
+        groups divide the features."""
         for op in self.ops:
-            if op.vector is None:
+            tensors = [t for t in (op.vector,) + (op.affine or ()) if t is not None]
+            if not tensors and not op.is_norm:
                 continue
             if features is None:
                 raise ValueError(f"{where}: {op} needs a feature dimension, but the input is a scalar (0-d)")
-            if op.vector.numel() != features:
-                raise ValueError(f"{where}: {op} has {op.vector.numel()} values, the output has {features} features")
-            if op.vector.device != torch.device(device):
-                raise ValueError(f"{where}: {op} is on {op.vector.device}, the input on {device}")
+            if op.is_norm and features % op.params[0]:
+                raise ValueError(f"{where}: {op}: {features} features do not split into {op.params[0]} groups")
+            for t in tensors:
+                if t.numel() != features:
+                    raise ValueError(f"{where}: {op} has {t.numel()} values, the output has {features} features")
+                if t.device != torch.device(device):
+                    raise ValueError(f"{where}: {op} is on {t.device}, the input on {device}")
 
     def encode(self) -> tuple[list[str], list[float], list[torch.Tensor]]:
-        """The form the torch ops take: device op names, two parameters per op, the vectors in order."""
+        """The form the torch ops take: device op names, two parameters per op, the vectors in order. A chain with
+        a normalization stage is encoded in parts (``split``)."""
         if self._encoded is None:
+            if self.norm is not None:
+                raise ValueError(f"epilogue '{self}' has a normalization stage: encode its parts (Epilogue.split())")
             names, params = [], []
             for op in self.ops:
                 name, a, b = op.lower()
@@ -325,8 +421,25 @@ class Epilogue:
         return self._encoded
 
     def reference(self, x: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
-        """The chain applied to ``x`` with torch's own ops in float32: the semantics every kernel must match."""
-        return run_device_ops(x, *self.encode(), out_dtype=out_dtype)
+        """The chain applied to ``x`` with torch's own ops in float32: the semantics every kernel must match.
+        With a normalization stage: the pre-chain rounded to x's dtype, then the norm and the post-chain in
+        float32, rounded to ``out_dtype``."""
+        pre, norm, post = self.split()
+        if norm is None:
+            return run_device_ops(x, *self.encode(), out_dtype=out_dtype)
+        v = run_device_ops(x, *pre.encode())
+        return run_device_ops(norm_reference(v, norm), *post.encode(), out_dtype=out_dtype or x.dtype)
+
+
+def norm_reference(v: torch.Tensor, norm: Op) -> torch.Tensor:
+    """F.group_norm over v's last dimension, in float32 (torch's math: biased variance, eps under the root)."""
+    groups, eps = norm.params
+    weight, bias = (None if t is None else t.to(v.device, torch.float32) for t in norm.affine)
+    features = v.shape[-1]
+    flat = v.to(torch.float32).reshape(-1, features)
+    if flat.shape[0] == 0:
+        return flat.reshape(v.shape)
+    return F.group_norm(flat, groups, weight, bias, eps).reshape(v.shape)
 
 
 def as_epilogue(value) -> Epilogue:
@@ -389,6 +502,16 @@ def _parse_item(text: str, node, vectors: dict, used: set) -> Op:
 
     args = [value(a) for a in node.args]
     kwargs = {k.arg: value(k.value) for k in node.keywords}
+    if name in NORMS:  # numbers, and names of the weight and bias vectors
+        params = [p for p, _ in _NORM_PARAMS[name]]
+        named = {**dict(zip(params, args)), **kwargs}
+        if len(args) > len(params) or len(named) != len(args) + len(kwargs):
+            raise ValueError(f"{where}: expected {Op(name, *([1] if name == 'group_norm' else [])).signature()}")
+        tensors = {p: v for p, v in named.items() if isinstance(v, str)}
+        if set(tensors) - {"weight", "bias"}:
+            raise ValueError(f"{where}: only weight and bias name vectors")
+        numbers_ = {p: v for p, v in named.items() if p not in tensors}
+        return Op(name, **numbers_, **{p: vectors[v] for p, v in tensors.items()}, vector_name=tensors)
     if OPS.get(name) is not None and OPS[name].vector:
         refs = args + list(kwargs.values())
         if len(refs) != 1 or not isinstance(refs[0], str):

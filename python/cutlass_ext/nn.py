@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .epilogue import Epilogue, as_epilogue
+from .epilogue import Epilogue, Op, as_epilogue
 from .ops import PRECISIONS, linear
 
 
@@ -43,7 +43,48 @@ class FusedLinear(nn.Linear):
         fused.bias = module.bias
         return fused
 
+    @classmethod
+    def from_linear_and_norm(cls, module: nn.Linear, norm: nn.GroupNorm | nn.LayerNorm, pre=None, post=None,
+                             precision: str | None = None) -> "FusedLinear":
+        """``post(norm(pre(module(x))))`` as one module: the GEMM with ``pre`` in its epilogue, then one pass for the
+        norm and ``post`` (see ``cutlass_ext.linear``).
+
+        ``norm`` is an nn.GroupNorm over the output features (num_channels == out_features) or an nn.LayerNorm
+        over them (normalized_shape == (out_features,)); it becomes the submodule ``norm``, so its weight and bias
+        are this module's ``norm.weight`` and ``norm.bias`` (shared, not copied), in its state_dict and moved with
+        it. ``module``'s weight and bias are shared as in ``from_linear``.
+        """
+        out = module.out_features if isinstance(module, nn.Linear) else None
+        if isinstance(norm, nn.GroupNorm):
+            if norm.num_channels != out:
+                raise ValueError(f"from_linear_and_norm: the GroupNorm has {norm.num_channels} channels, the Linear "
+                                 f"{out} output features")
+        elif isinstance(norm, nn.LayerNorm):
+            if tuple(norm.normalized_shape) != (out,):
+                raise ValueError(f"from_linear_and_norm: the LayerNorm normalizes over {tuple(norm.normalized_shape)}, "
+                                 f"the Linear has ({out},) output features")
+        else:
+            raise TypeError(f"from_linear_and_norm expects an nn.GroupNorm or nn.LayerNorm, got {type(norm).__name__}")
+        fused = cls.from_linear(module, precision=precision)
+        fused.norm = norm
+        fused._pre, fused._post = as_epilogue(pre), as_epilogue(post)
+        fused.epilogue = fused._norm_epilogue()
+        return fused
+
+    def _norm_epilogue(self) -> Epilogue:
+        """pre | the norm, reading the submodule's current weight and bias | post."""
+        norm = self.norm
+        groups = norm.num_groups if isinstance(norm, nn.GroupNorm) else 1
+        names = {"weight": "norm.weight", "bias": "norm.bias"}
+        op = Op("group_norm" if isinstance(norm, nn.GroupNorm) else "layer_norm",
+                *([groups] if isinstance(norm, nn.GroupNorm) else []),
+                weight=norm.weight, bias=norm.bias, eps=norm.eps, vector_name=names)
+        return self._pre | Epilogue([op]) | self._post
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = getattr(self, "norm", None)
+        if norm is not None and any(a is not b for a, b in zip(self.epilogue.norm.affine, (norm.weight, norm.bias))):
+            self.epilogue = self._norm_epilogue()  # the norm's parameters were replaced, not updated in place
         return linear(x, self.weight, self.bias, self.epilogue, self.precision)
 
     def extra_repr(self) -> str:

@@ -41,15 +41,35 @@ def _native_reason(t: torch.Tensor, epilogue: Epilogue, *operands) -> str | None
     if not ok:
         return why
     if torch.is_grad_enabled() and (t.requires_grad or any(o is not None and o.requires_grad for o in operands) or
-                                    any(v.requires_grad for v in epilogue.encode()[2])):
+                                    any(v.requires_grad for v in epilogue.tensors)):
         return "autograd: the native kernels have no backward yet, so the differentiable reference runs"
     return None
 
 
+def _norm_reason(norm, features: int) -> str | None:
+    """None when the compiled normalization stage takes a group of this size, else why not."""
+    if norm is not None and features // norm.params[0] > _MAX_GROUP_SIZE:
+        return (f"{norm.name}: groups of {features // norm.params[0]} features exceed the compiled stage's "
+                f"{_MAX_GROUP_SIZE} (torch reference)")
+    return None
+
+
+# The largest group the compiled normalization stage holds (kMaxGroupNormGroupSize, cutlass_ext/group_norm.h).
+_MAX_GROUP_SIZE = 16384
+
+
 def elementwise_path(x: torch.Tensor, epilogue=None) -> Path:
     """Which path ``elementwise(x, epilogue)`` takes, and why."""
-    reason = _native_reason(x, as_epilogue(epilogue))
-    return Path(reason is None, reason or "the compiled elementwise kernel")
+    epi = as_epilogue(epilogue)
+    reason = _native_reason(x, epi) or _norm_reason(epi.norm, x.shape[-1] if x.dim() else 1)
+    kernel = "the compiled elementwise kernel" if epi.norm is None else "the compiled normalization stage"
+    return Path(reason is None, reason or kernel)
+
+
+def _run_norm_stage(y: torch.Tensor, norm, post: Epilogue) -> torch.Tensor:
+    """post(norm(y)) by the compiled normalization stage: one read of y, one write of the result."""
+    groups, eps = norm.params
+    return torch.ops.cutlass_ext.group_norm_chain(y, groups, *norm.affine, eps, *post.encode())
 
 
 def elementwise(x: torch.Tensor, epilogue, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,6 +91,10 @@ def elementwise(x: torch.Tensor, epilogue, out: torch.Tensor | None = None) -> t
         if out.shape != x.shape:
             raise ValueError(f"{fn}: out has shape {tuple(out.shape)}, x has {tuple(x.shape)}")
     path = elementwise_path(x, epi)
+    if path.native and epi.norm is not None:
+        pre, norm, post = epi.split()
+        result = _run_norm_stage(elementwise(x, pre) if len(pre) else x, norm, post)
+        return result if out is None else out.copy_(result)
     if path.native:
         names, params, vectors = epi.encode()
         if out is None:
@@ -185,15 +209,18 @@ def _fused_reason(x, weight, bias, epilogue) -> str | None:
         return "bias is not contiguous and 16-byte aligned"
     if x.stride(-1) != 1 or not _aligned16(x) or (x.dim() > 1 and x.stride(-2) % per16 and not x.is_contiguous()):
         return "x's rows are not contiguous and 16-byte aligned"
-    return None
+    return _norm_reason(epilogue.norm, n)
 
 
-def _describe(precision: str) -> str:
+def _describe(precision: str, norm) -> str:
+    what = "fused sm90 GEMM"
     if precision == "highest":
-        return "fused sm90 GEMM, split TF32 (float32, precision 'highest')"
-    if precision:
-        return f"fused sm90 GEMM, TF32 (float32, precision '{precision}')"
-    return "fused sm90 GEMM"
+        what += ", split TF32 (float32, precision 'highest')"
+    elif precision:
+        what += f", TF32 (float32, precision '{precision}')"
+    if norm is not None:
+        what += f", then the {norm.name} stage (one pass)"
+    return what
 
 
 def linear_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None,
@@ -207,12 +234,13 @@ def linear_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     reason = _fused_reason(x, weight, bias, epi)
     if reason is not None:
         return Path(False, reason)
-    config = autotune.cached_config(x, weight, bias, epi, precision)
+    pre, norm, _ = epi.split()
+    config = autotune.cached_config(x, weight, bias, pre, precision)
     how = "autotuned"
     if config is None:
-        config = torch.ops.cutlass_ext.fused_linear_plan(x, weight, bias, *epi.encode(), precision)
+        config = torch.ops.cutlass_ext.fused_linear_plan(x, weight, bias, *pre.encode(), precision)
         how = "shape heuristic"
-    return Path(True, f"{_describe(precision)}, configuration {config} ({how})")
+    return Path(True, f"{_describe(precision, norm)}, configuration {config} ({how})")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None,
@@ -226,6 +254,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     precision (float32 inputs only; None follows ``torch.get_float32_matmul_precision()``): 'highest' gives
     FP32-level accuracy by split TF32 (two GEMMs; the weight's split copy, twice its size, is cached while the
     weight is unchanged: see ``clear_weight_cache``); 'high' and 'medium' one TF32 GEMM.
+
+    An epilogue with a normalization stage (``group_norm`` / ``layer_norm`` over the output features) runs the GEMM
+    with the ops before it, writing the pre-norm values in x's dtype, then one pass that normalizes (statistics in
+    float32 from those values, as torch computes them on a Linear's output) and runs the ops after it.
     """
     fn = "cutlass_ext.linear"
     epi = epilogue if isinstance(epilogue, Epilogue) else as_epilogue(epilogue)
@@ -238,7 +270,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         epi.check_for(weight.shape[0], x.device, fn)
         reason = _fused_reason(x, weight, bias, epi)
         if reason is None:
-            return torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *epi.encode(), "", precision, None)
+            pre, norm, post = epi.split()
+            y = torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *pre.encode(), "", precision, None)
+            return y if norm is None else _run_norm_stage(y, norm, post)
         return _linear_fallback(x, weight, bias, epi, reason, precision)
     try:
         reason = _fused_reason(x, weight, bias, epi)
@@ -246,9 +280,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         reason = "invalid inputs"
     if reason is None:
         split = _weight_split(weight) if precision == "highest" else None
-        config = autotune.config_for(x, weight, bias, epi, precision, split)
+        pre, norm, post = epi.split() if epi.norm is not None else (epi, None, None)
+        config = autotune.config_for(x, weight, bias, pre, precision, split)
         try:
-            return torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *epi.encode(), config, precision, split)
+            y = torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *pre.encode(), config, precision, split)
+            return y if norm is None else _run_norm_stage(y, norm, post)
         except RuntimeError:
             _check_linear_inputs(fn, x, weight, bias)
             epi.check_for(weight.shape[0], x.device, fn)
@@ -281,4 +317,6 @@ def _linear_fallback(x, weight, bias, epi, reason, precision=""):
         y = F.linear(x, weight, bias)
     if reason.startswith("autograd") or x.device.type != "cuda" or not _native.native_info().loaded:
         return epi.reference(y)
+    if epi.norm is not None:
+        return elementwise(y, epi)
     return elementwise(y, epi, out=y) if len(epi) else y

@@ -1,0 +1,159 @@
+// The normalization stage (group_norm.h): one team of threads per (row, group), the group's values held in
+// registers from one read to one write.
+//
+// A team is a power-of-two number of threads, the fewest that hold the group at kValuesPerThread values each
+// (a 512-feature bf16 group: 16 threads, 4 accesses of 16 bytes each); thread t of a team takes accesses t,
+// t + team, ..., so a team reads its group in contiguous, coalesced sweeps. Teams of up to 32 threads reduce with
+// warp shuffles (several teams per warp); larger teams are a whole block and reduce through shared memory.
+// Every thread sums its values in the same order and the trees are fixed: results are deterministic.
+#pragma once
+
+#include <cutlass/array.h>
+#include <cutlass/numeric_conversion.h>
+
+#include <algorithm>
+
+#include "cutlass_ext/chain_interpreter.cuh"
+#include "cutlass_ext/group_norm.h"
+
+namespace cutlass_ext {
+namespace group_norm_detail {
+
+// 32 fp32 values per thread (plus their normalized copy for the chain's v0) stay under the 128 registers that
+// 512-thread blocks allow. The largest group held is then 512 x 32 = 16384 values.
+constexpr int kValuesPerThread = 32;
+constexpr int kMaxTeam = 512;
+constexpr int kMinBlock = 256;
+static_assert(kMaxTeam * kValuesPerThread == kMaxGroupNormGroupSize, "group_norm.h promises this group size");
+
+// The sum of v over the thread's team, in every thread of the team. team <= 32: any number of teams per warp;
+// team > 32: the team is the whole block. scratch: kMaxTeam / 32 floats of shared memory.
+__device__ __forceinline__ float team_sum(float v, int team, float* scratch) {
+  for (int offset = min(team, 32) / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  if (team <= 32) return v;
+  __syncthreads();  // the previous call's readers are done with scratch
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < team / 32; ++w) total += scratch[w];
+  return total;
+}
+
+// One access's values, normalized and run through the post-chain. Out of line for the same reason as the GEMM's
+// chain (chain_interpreter.cuh): inlined, the interpreter would be copied once per access of the unrolled loop.
+// The chain's v0 (residual) is the normalized value.
+template <int N>
+__device__ __noinline__ cutlass::Array<float, N> normalize_and_chain(const ChainProgram& program,
+                                                                    cutlass::Array<float, N> v,
+                                                                    cutlass::Array<int, N> features, float mean,
+                                                                    float rstd, const ChainVector& weight,
+                                                                    const ChainVector& bias) {
+  CUTLASS_PRAGMA_UNROLL
+  for (int i = 0; i < N; ++i) {
+    const float gamma = weight.data == nullptr ? 1.f : load_vector_element(weight, features[i]);
+    const float beta = bias.data == nullptr ? 0.f : load_vector_element(bias, features[i]);
+    v[i] = (v[i] - mean) * (rstd * gamma) + beta;
+  }
+  const cutlass::Array<float, N> v0 = v;
+  apply_chain(program, v, [&](int i) { return int64_t(features[i]); }, [&](int i) { return v0[i]; });
+  return v;
+}
+
+template <typename T, int kVec>
+__global__ void __launch_bounds__(kMaxTeam)
+    group_norm_kernel(const T* x, T* y, int64_t total_groups, int group_size, int groups, int team, float eps,
+                      const __grid_constant__ ChainVector weight, const __grid_constant__ ChainVector bias,
+                      const __grid_constant__ ChainProgram program) {
+  constexpr int kAccesses = kValuesPerThread / kVec;
+  using Access = cutlass::Array<T, kVec>;
+  cutlass::NumericArrayConverter<float, T, kVec> to_float;
+  __shared__ float scratch[kMaxTeam / 32];
+
+  const int teams_per_block = blockDim.x / team;
+  const int member = threadIdx.x % team;
+  const int accesses = group_size / kVec;
+  // The loop bound is uniform across the block, so every thread reaches team_sum's barriers.
+  for (int64_t first = int64_t(blockIdx.x) * teams_per_block; first < total_groups;
+       first += int64_t(gridDim.x) * teams_per_block) {
+    const int64_t group = first + threadIdx.x / team;
+    const bool group_valid = group < total_groups;
+    const int64_t base = (group_valid ? group : 0) * group_size;  // element offset of the group
+    const int first_feature = int(group_valid ? group % groups : 0) * group_size;
+
+    // The values stay packed in x's dtype (16 registers for 32 bf16 values) and are converted where used.
+    Access in[kAccesses];
+    float sum = 0.f;
+    CUTLASS_PRAGMA_UNROLL
+    for (int j = 0; j < kAccesses; ++j) {
+      const int a = member + j * team;
+      if (group_valid && a < accesses) {
+        in[j] = reinterpret_cast<const Access*>(x + base)[a];
+      } else {
+        in[j].clear();
+      }
+      const cutlass::Array<float, kVec> f = to_float(in[j]);
+      CUTLASS_PRAGMA_UNROLL
+      for (int e = 0; e < kVec; ++e) sum += f[e];
+    }
+    const float mean = team_sum(sum, team, scratch) / float(group_size);
+    float squares = 0.f;
+    CUTLASS_PRAGMA_UNROLL
+    for (int j = 0; j < kAccesses; ++j) {
+      if (member + j * team < accesses) {
+        const cutlass::Array<float, kVec> f = to_float(in[j]);
+        CUTLASS_PRAGMA_UNROLL
+        for (int e = 0; e < kVec; ++e) squares += (f[e] - mean) * (f[e] - mean);
+      }
+    }
+    const float rstd = rsqrtf(team_sum(squares, team, scratch) / float(group_size) + eps);
+
+    CUTLASS_PRAGMA_UNROLL
+    for (int j = 0; j < kAccesses; ++j) {
+      const int a = member + j * team;
+      if (group_valid && a < accesses) {
+        cutlass::Array<int, kVec> features;
+        CUTLASS_PRAGMA_UNROLL
+        for (int e = 0; e < kVec; ++e) features[e] = first_feature + a * kVec + e;
+        const cutlass::Array<float, kVec> v =
+            normalize_and_chain(program, to_float(in[j]), features, mean, rstd, weight, bias);
+        reinterpret_cast<Access*>(y + base)[a] = cutlass::NumericArrayConverter<T, float, kVec>{}(v);
+      }
+    }
+  }
+}
+
+// The team for a group of `accesses` accesses: the smallest power of two holding it, 0 when none does.
+inline int team_for(int64_t accesses, int accesses_per_thread) {
+  int team = 1;
+  while (int64_t(team) * accesses_per_thread < accesses) team *= 2;
+  return team <= kMaxTeam ? team : 0;
+}
+
+template <typename T, int kVec>
+cudaError_t launch(const GroupNormArgs& args, const ChainProgram& program, cudaStream_t stream) {
+  const int64_t group_size = args.features / args.groups;
+  const int team = team_for(group_size / kVec, kValuesPerThread / kVec);
+  if (team == 0) return cudaErrorInvalidValue;  // the caller checks kMaxGroupNormGroupSize first
+  const int block = std::max(team, kMinBlock);
+  const int64_t total_groups = args.rows * args.groups;
+  const int64_t blocks = std::min<int64_t>((total_groups + block / team - 1) / (block / team), 1 << 30);
+  group_norm_kernel<T, kVec><<<int(blocks), block, 0, stream>>>(
+      static_cast<const T*>(args.x), static_cast<T*>(args.y), total_groups, int(group_size), int(args.groups), team,
+      args.eps, args.weight, args.bias, program);
+  return cudaGetLastError();
+}
+
+}  // namespace group_norm_detail
+
+// 16-byte accesses where the group's bytes allow them and the pointers are aligned, else one element per access.
+template <typename T>
+cudaError_t launch_group_norm(const GroupNormArgs& args, const ChainProgram& program, cudaStream_t stream) {
+  if (args.rows == 0 || args.features == 0) return cudaSuccess;
+  constexpr int kVec = 16 / sizeof(T);
+  const bool vectorized = (args.features / args.groups) % kVec == 0 && reinterpret_cast<uintptr_t>(args.x) % 16 == 0 &&
+                          reinterpret_cast<uintptr_t>(args.y) % 16 == 0;
+  return vectorized ? group_norm_detail::launch<T, kVec>(args, program, stream)
+                    : group_norm_detail::launch<T, 1>(args, program, stream);
+}
+
+}  // namespace cutlass_ext

@@ -1,0 +1,3 @@
+#include "cutlass_ext/group_norm_kernel.cuh"
+
+template cudaError_t cutlass_ext::launch_group_norm<float>(const GroupNormArgs&, const ChainProgram&, cudaStream_t);
