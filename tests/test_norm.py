@@ -2,6 +2,7 @@
 vocabulary, the reference, the module, the errors. GPU (marked `gpu`): the fused GEMM + one-pass stage against a
 float64 reference with DESIGN.md's error rule, for G in {1, 2, 16, 256, N}, bf16 / fp16 / fp32."""
 
+import re
 import warnings
 
 import pytest
@@ -201,7 +202,7 @@ def test_norm_placements_vectors_and_residual(text, m, dtype):
     x, w, b = make(m, 512, 192, dtype, batch=(2,))
     gw, gb = affine(512, dtype)
     s = torch.randn(512, device="cuda")
-    names = {k: v for k, v in {"gw": gw, "gb": gb, "s": s}.items() if k in text}
+    names = {k: v for k, v in {"gw": gw, "gb": gb, "s": s}.items() if re.search(rf"\b{k}\b", text)}
     epi = Epilogue(text, **names)
     precision = "highest" if dtype == torch.float32 else None
     path, got = run_norm(x, w, b, epi, precision)

@@ -28,7 +28,7 @@ struct GroupNormArgs {
   ChainVector bias;   // beta[feature], or data == nullptr for 0
 };
 
-// The largest group (features / groups) the kernel holds in registers (512 threads x 32 values). Larger groups
+// The largest group (features / groups) the kernel holds in registers (1024 threads x 16 values). Larger groups
 // are the caller's to run otherwise (the torch reference).
 constexpr int64_t kMaxGroupNormGroupSize = 16384;
 

@@ -19,44 +19,25 @@
 namespace cutlass_ext {
 namespace group_norm_detail {
 
-// 32 fp32 values per thread (plus their normalized copy for the chain's v0) stay under the 128 registers that
-// 512-thread blocks allow. The largest group held is then 512 x 32 = 16384 values.
-constexpr int kValuesPerThread = 32;
-constexpr int kMaxTeam = 512;
+// 16 values per thread fit the 64 registers that 1024-thread blocks allow, with the chain inlined once over all
+// of them (as in the elementwise kernel). The largest group held is then 1024 x 16 = 16384 values.
+constexpr int kValuesPerThread = 16;
+constexpr int kMaxTeam = 1024;
 constexpr int kMinBlock = 256;
 static_assert(kMaxTeam * kValuesPerThread == kMaxGroupNormGroupSize, "group_norm.h promises this group size");
 
-// The sum of v over the thread's team, in every thread of the team. team <= 32: any number of teams per warp;
-// team > 32: the team is the whole block. scratch: kMaxTeam / 32 floats of shared memory.
+// The sum of v over the thread's team, in every thread of the team. Teams of up to 32 threads reduce within
+// their warp; larger ones (whole warps, one or more teams per block) through scratch: a float per warp.
 __device__ __forceinline__ float team_sum(float v, int team, float* scratch) {
   for (int offset = min(team, 32) / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
   if (team <= 32) return v;
   __syncthreads();  // the previous call's readers are done with scratch
   if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
   __syncthreads();
+  const int first_warp = threadIdx.x / team * (team / 32);
   float total = 0.f;
-  for (int w = 0; w < team / 32; ++w) total += scratch[w];
+  for (int w = 0; w < team / 32; ++w) total += scratch[first_warp + w];
   return total;
-}
-
-// One access's values, normalized and run through the post-chain. Out of line for the same reason as the GEMM's
-// chain (chain_interpreter.cuh): inlined, the interpreter would be copied once per access of the unrolled loop.
-// The chain's v0 (residual) is the normalized value.
-template <int N>
-__device__ __noinline__ cutlass::Array<float, N> normalize_and_chain(const ChainProgram& program,
-                                                                    cutlass::Array<float, N> v,
-                                                                    cutlass::Array<int, N> features, float mean,
-                                                                    float rstd, const ChainVector& weight,
-                                                                    const ChainVector& bias) {
-  CUTLASS_PRAGMA_UNROLL
-  for (int i = 0; i < N; ++i) {
-    const float gamma = weight.data == nullptr ? 1.f : load_vector_element(weight, features[i]);
-    const float beta = bias.data == nullptr ? 0.f : load_vector_element(bias, features[i]);
-    v[i] = (v[i] - mean) * (rstd * gamma) + beta;
-  }
-  const cutlass::Array<float, N> v0 = v;
-  apply_chain(program, v, [&](int i) { return int64_t(features[i]); }, [&](int i) { return v0[i]; });
-  return v;
 }
 
 template <typename T, int kVec>
@@ -80,7 +61,7 @@ __global__ void __launch_bounds__(kMaxTeam)
     const int64_t base = (group_valid ? group : 0) * group_size;  // element offset of the group
     const int first_feature = int(group_valid ? group % groups : 0) * group_size;
 
-    // The values stay packed in x's dtype (16 registers for 32 bf16 values) and are converted where used.
+    // The values stay packed in x's dtype until normalized.
     Access in[kAccesses];
     float sum = 0.f;
     CUTLASS_PRAGMA_UNROLL
@@ -107,16 +88,33 @@ __global__ void __launch_bounds__(kMaxTeam)
     }
     const float rstd = rsqrtf(team_sum(squares, team, scratch) / float(group_size) + eps);
 
+    // Normalize and run the post-chain over all the thread's values at once: one inlined copy of the interpreter.
+    // Slots past the group's end (and in invalid groups) clamp their feature so that vector reads stay in bounds;
+    // they are never stored.
+    auto local_of = [&](int i) { return (member + i / kVec * team) * kVec + i % kVec; };
+    auto feature_of = [&](int i) { return int64_t(first_feature + min(local_of(i), group_size - 1)); };
+    auto normalize = [&](float value, int64_t feature) {
+      const float gamma = weight.data == nullptr ? 1.f : load_vector_element(weight, feature);
+      const float beta = bias.data == nullptr ? 0.f : load_vector_element(bias, feature);
+      return (value - mean) * (rstd * gamma) + beta;
+    };
+    cutlass::Array<float, kValuesPerThread> v;
+    CUTLASS_PRAGMA_UNROLL
+    for (int j = 0; j < kAccesses; ++j) {
+      const cutlass::Array<float, kVec> f = to_float(in[j]);
+      CUTLASS_PRAGMA_UNROLL
+      for (int e = 0; e < kVec; ++e) v[j * kVec + e] = normalize(f[e], feature_of(j * kVec + e));
+    }
+    const cutlass::Array<float, kValuesPerThread> normalized = v;  // the chain's v0 (residual)
+    apply_chain(program, v, feature_of, [&](int i) { return normalized[i]; });
     CUTLASS_PRAGMA_UNROLL
     for (int j = 0; j < kAccesses; ++j) {
       const int a = member + j * team;
       if (group_valid && a < accesses) {
-        cutlass::Array<int, kVec> features;
+        cutlass::Array<float, kVec> f;
         CUTLASS_PRAGMA_UNROLL
-        for (int e = 0; e < kVec; ++e) features[e] = first_feature + a * kVec + e;
-        const cutlass::Array<float, kVec> v =
-            normalize_and_chain(program, to_float(in[j]), features, mean, rstd, weight, bias);
-        reinterpret_cast<Access*>(y + base)[a] = cutlass::NumericArrayConverter<T, float, kVec>{}(v);
+        for (int e = 0; e < kVec; ++e) f[e] = v[j * kVec + e];
+        reinterpret_cast<Access*>(y + base)[a] = cutlass::NumericArrayConverter<T, float, kVec>{}(f);
       }
     }
   }
