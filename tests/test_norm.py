@@ -147,6 +147,18 @@ def test_module_rejects_mismatched_norms():
 
 
 @pytest.mark.skipif("not native_loaded()", reason="the compiled module is not loaded")
+def test_cpp_errors_with_numbers_reach_python():
+    """The C++ checks raise, numbers in the message included. (A module linked with a private static libstdc++
+    segfaulted on the first number it formatted: CMakeLists.txt links the shared one.)"""
+    op = torch.ops.cutlass_ext.group_norm_chain.default
+    cuda_kernel = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)  # the C++ kernel, whose checks come first
+    with pytest.raises(RuntimeError, match="30 features do not split into 4 groups"):
+        op.redispatch(cuda_kernel, torch.randn(4, 30), 4, None, None, 1e-5, [], [], [])
+    with pytest.raises(RuntimeError, match="eps must be finite and >= 0, got -0.5"):
+        op.redispatch(cuda_kernel, torch.randn(4, 30), 3, None, None, -0.5, [], [], [])
+
+
+@pytest.mark.skipif("not native_loaded()", reason="the compiled module is not loaded")
 def test_group_norm_chain_op_on_cpu_is_the_reference(gen):
     x, w = torch.randn(3, 24, generator=gen), torch.randn(24, generator=gen)
     got = torch.ops.cutlass_ext.group_norm_chain(x, 3, w, None, 1e-5, ["clamp"], [-1.0, 1.0], [])

@@ -27,7 +27,6 @@ DType norm_dtype(c10::ScalarType t) {
 at::Tensor group_norm_chain(const at::Tensor& x, int64_t num_groups, const std::optional<at::Tensor>& weight,
                             const std::optional<at::Tensor>& bias, double eps, c10::ArrayRef<std::string> ops,
                             c10::ArrayRef<double> params, at::TensorList vectors) {
-  TORCH_CHECK(x.is_cuda(), kFn, ": x must be a CUDA tensor, got ", x.device());
   const DType dtype = norm_dtype(x.scalar_type());
   TORCH_CHECK(x.dim() >= 1, kFn, ": x must have a feature dimension, got a 0-d tensor");
   const int64_t features = x.size(-1);
@@ -37,6 +36,7 @@ at::Tensor group_norm_chain(const at::Tensor& x, int64_t num_groups, const std::
   TORCH_CHECK(features / num_groups <= kMaxGroupNormGroupSize, kFn, ": groups of ", features / num_groups,
               " features exceed the kernel's ", kMaxGroupNormGroupSize);
   TORCH_CHECK(std::isfinite(eps) && eps >= 0, kFn, ": eps must be finite and >= 0, got ", eps);
+  TORCH_CHECK(x.is_cuda(), kFn, ": x must be a CUDA tensor, got ", x.device());
   const ChainProgram program = make_chain_program(ops, params, vectors, features, x.device());
   GroupNormArgs args{};
   args.weight = weight ? make_chain_vector(*weight, features, x.device(), "group_norm weight") : ChainVector{};
