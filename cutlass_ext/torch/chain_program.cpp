@@ -79,6 +79,15 @@ ChainProgram make_chain_program(c10::ArrayRef<std::string> ops, c10::ArrayRef<do
   return program;
 }
 
+DType kernel_dtype(c10::ScalarType t, const char* where) {
+  switch (t) {
+    case at::kFloat: return DType::kF32;
+    case at::kBFloat16: return DType::kBF16;
+    case at::kHalf: return DType::kF16;
+    default: TORCH_CHECK(false, where, ": dtype ", t, " is not supported (float32, bfloat16 or float16)");
+  }
+}
+
 ChainVector make_chain_vector(const at::Tensor& v, int64_t features, c10::Device device, const std::string& what) {
   TORCH_CHECK(v.device() == device, "cutlass_ext: ", what, " is on ", v.device(), ", expected ", device);
   TORCH_CHECK(v.dim() == 1 && v.size(0) == features, "cutlass_ext: ", what, " must have shape [", features,

@@ -10,16 +10,7 @@
 namespace cutlass_ext {
 namespace {
 
-DType kernel_dtype(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return DType::kF32;
-    case at::kBFloat16: return DType::kBF16;
-    case at::kHalf: return DType::kF16;
-    default:
-      TORCH_CHECK(false, "cutlass_ext.elementwise: dtype ", t.scalar_type(),
-                  " is not supported (float32, bfloat16 or float16)");
-  }
-}
+constexpr const char* kFn = "cutlass_ext.elementwise";
 
 void run(const at::Tensor& x, const at::Tensor& out, const ChainProgram& program) {
   if (x.numel() == 0) return;
@@ -44,13 +35,13 @@ void run(const at::Tensor& x, const at::Tensor& out, const ChainProgram& program
   }
   const c10::cuda::CUDAGuard device_guard(x.device());
   const cudaError_t status =
-      run_elementwise(kernel_dtype(x), args, program, c10::cuda::getCurrentCUDAStream(x.device().index()));
+      run_elementwise(kernel_dtype(x.scalar_type(), kFn), args, program, c10::cuda::getCurrentCUDAStream(x.device().index()));
   TORCH_CHECK(status == cudaSuccess, "cutlass_ext.elementwise: kernel launch failed: ", cudaGetErrorString(status));
 }
 
 void check_input(const at::Tensor& x) {
   TORCH_CHECK(x.is_cuda(), "cutlass_ext.elementwise: x must be a CUDA tensor, got ", x.device());
-  kernel_dtype(x);
+  kernel_dtype(x.scalar_type(), kFn);
 }
 
 }  // namespace

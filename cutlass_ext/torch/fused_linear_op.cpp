@@ -11,15 +11,6 @@ namespace {
 
 constexpr const char* kFn = "cutlass_ext.linear";
 
-DType gemm_dtype(c10::ScalarType t) {
-  switch (t) {
-    case at::kBFloat16: return DType::kBF16;
-    case at::kHalf: return DType::kF16;
-    case at::kFloat: return DType::kF32;
-    default: TORCH_CHECK(false, kFn, ": the fused kernels take bfloat16, float16 or float32, got ", t);
-  }
-}
-
 // How float32 inputs are multiplied. torch's names (torch.get_float32_matmul_precision): 'highest' is the
 // split-precision path (FP32-level error, three TF32 products), 'high' and 'medium' one TF32 GEMM.
 enum class Precision { kHalf, kTF32, kSplitTF32 };
@@ -55,7 +46,7 @@ Problem prepare(const at::Tensor& x, const at::Tensor& weight, const std::option
                 c10::string_view precision) {
   TORCH_CHECK(x.is_cuda() && weight.device() == x.device(), kFn, ": x and weight must be on one CUDA device, got ",
               x.device(), " and ", weight.device());
-  const DType dtype = gemm_dtype(x.scalar_type());
+  const DType dtype = kernel_dtype(x.scalar_type(), kFn);
   TORCH_CHECK(weight.scalar_type() == x.scalar_type(), kFn, ": weight has dtype ", weight.scalar_type(), ", x has ",
               x.scalar_type());
   TORCH_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), kFn, ": x ", x.sizes(),
@@ -208,7 +199,7 @@ at::Tensor split_tf32_weight(const at::Tensor& weight) {
 std::vector<std::string> fused_linear_configs(c10::ScalarType dtype) {
   std::vector<std::string> names;
   if (dtype != at::kBFloat16 && dtype != at::kHalf && dtype != at::kFloat) return names;
-  for (const FusedLinearKernel* k : fused_linear_kernels(gemm_dtype(dtype))) names.push_back(k->name);
+  for (const FusedLinearKernel* k : fused_linear_kernels(kernel_dtype(dtype, kFn))) names.push_back(k->name);
   return names;
 }
 

@@ -13,21 +13,12 @@ namespace {
 
 constexpr const char* kFn = "cutlass_ext.group_norm_chain";
 
-DType norm_dtype(c10::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return DType::kF32;
-    case at::kBFloat16: return DType::kBF16;
-    case at::kHalf: return DType::kF16;
-    default: TORCH_CHECK(false, kFn, ": dtype ", t, " is not supported (float32, bfloat16 or float16)");
-  }
-}
-
 }  // namespace
 
 at::Tensor group_norm_chain(const at::Tensor& x, int64_t num_groups, const std::optional<at::Tensor>& weight,
                             const std::optional<at::Tensor>& bias, double eps, c10::ArrayRef<std::string> ops,
                             c10::ArrayRef<double> params, at::TensorList vectors) {
-  const DType dtype = norm_dtype(x.scalar_type());
+  const DType dtype = kernel_dtype(x.scalar_type(), kFn);
   TORCH_CHECK(x.dim() >= 1, kFn, ": x must have a feature dimension, got a 0-d tensor");
   const int64_t features = x.size(-1);
   TORCH_CHECK(features <= INT32_MAX, kFn, ": at most 2^31 - 1 features, got ", features);

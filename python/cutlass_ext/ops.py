@@ -195,7 +195,7 @@ def _fused_reason(x, weight, bias, epilogue) -> str | None:
     if reason is not None:
         return reason
     if x.dtype not in FUSED_DTYPES:
-        return f"{x.dtype} inputs: the fused kernels take bfloat16 and float16 (torch GEMM + elementwise kernel)"
+        return f"{x.dtype} inputs: the fused kernels take bfloat16, float16 and float32 (torch GEMM + elementwise kernel)"
     if not _has_fused_kernels(x.dtype):
         return "no fused kernels in this build (built without sm_90a?); torch GEMM + elementwise kernel"
     n, k = weight.shape
