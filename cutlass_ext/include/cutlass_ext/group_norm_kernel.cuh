@@ -2,7 +2,7 @@
 // registers from one read to one write.
 //
 // A team is a power-of-two number of threads, the fewest that hold the group at kValuesPerThread values each
-// (a 512-feature bf16 group: 16 threads, 4 accesses of 16 bytes each); thread t of a team takes accesses t,
+// (a 512-feature bf16 group: 32 threads, 2 accesses of 16 bytes each); thread t of a team takes accesses t,
 // t + team, ..., so a team reads its group in contiguous, coalesced sweeps. Teams of up to 32 threads reduce with
 // warp shuffles (several teams per warp); larger teams are a whole block and reduce through shared memory.
 // Every thread sums its values in the same order and the trees are fixed: results are deterministic.
@@ -19,8 +19,9 @@
 namespace cutlass_ext {
 namespace group_norm_detail {
 
-// 16 values per thread fit the 64 registers that 1024-thread blocks allow, with the chain inlined once over all
-// of them (as in the elementwise kernel). The largest group held is then 1024 x 16 = 16384 values.
+// 16 values per thread, the chain inlined once over all of them (as in the elementwise kernel), under the 64
+// registers that 1024-thread blocks allow (with ~130 bytes of spill; 32 values with the chain out of line per
+// access measured 1.4x slower: docs/perf-notes.md). The largest group held is then 1024 x 16 = 16384 values.
 constexpr int kValuesPerThread = 16;
 constexpr int kMaxTeam = 1024;
 constexpr int kMinBlock = 256;
