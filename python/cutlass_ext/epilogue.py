@@ -319,7 +319,7 @@ def _check_vector(op: str, value) -> torch.Tensor:
 class Epilogue:
     """An immutable chain of ops. ``Epilogue("relu | mul(2)")``, ``Epilogue([Op(...), ...])``, ``a | b``."""
 
-    __slots__ = ("ops", "_encoded")
+    __slots__ = ("ops", "_encoded", "_split")
 
     def __init__(self, ops: Union[str, Op, Iterable[Op], "Epilogue", None] = (), **vectors: torch.Tensor):
         if isinstance(ops, str):
@@ -342,6 +342,7 @@ class Epilogue:
             raise ValueError("an epilogue has at most one normalization stage (group_norm or layer_norm)")
         self.ops = ops
         self._encoded = None
+        self._split = None
 
     def __or__(self, other) -> "Epilogue":
         return Epilogue(self.ops + as_epilogue(other).ops)
@@ -380,14 +381,16 @@ class Epilogue:
     @property
     def norm(self) -> Op | None:
         """The normalization stage, or None."""
-        return next((op for op in self.ops if op.is_norm), None)
+        return self.split()[1]
 
     def split(self) -> tuple["Epilogue", Op | None, "Epilogue"]:
-        """(pre-chain, norm, post-chain) around the normalization stage; (self, None, empty) without one."""
-        for i, op in enumerate(self.ops):
-            if op.is_norm:
-                return Epilogue(self.ops[:i]), op, Epilogue(self.ops[i + 1:])
-        return self, None, Epilogue()
+        """(pre-chain, norm, post-chain) around the normalization stage; (self, None, empty) without one. Made
+        once per (immutable) epilogue: the parts keep their own encodings across calls."""
+        if self._split is None:
+            at = next((i for i, op in enumerate(self.ops) if op.is_norm), None)
+            self._split = ((self, None, Epilogue()) if at is None else
+                           (Epilogue(self.ops[:at]), self.ops[at], Epilogue(self.ops[at + 1:])))
+        return self._split
 
     def check_for(self, features: int | None, device: torch.device, where: str = "epilogue") -> None:
         """Raises unless every per-feature tensor has ``features`` elements and lives on ``device``, and a norm's

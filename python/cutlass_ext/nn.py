@@ -74,16 +74,16 @@ class FusedLinear(nn.Linear):
     def _norm_epilogue(self) -> Epilogue:
         """pre | the norm, reading the submodule's current weight and bias | post."""
         norm = self.norm
-        groups = norm.num_groups if isinstance(norm, nn.GroupNorm) else 1
-        names = {"weight": "norm.weight", "bias": "norm.bias"}
-        op = Op("group_norm" if isinstance(norm, nn.GroupNorm) else "layer_norm",
-                *([groups] if isinstance(norm, nn.GroupNorm) else []),
-                weight=norm.weight, bias=norm.bias, eps=norm.eps, vector_name=names)
+        affine = dict(weight=norm.weight, bias=norm.bias, eps=norm.eps,
+                      vector_name={"weight": "norm.weight", "bias": "norm.bias"})
+        op = (Op("group_norm", norm.num_groups, **affine) if isinstance(norm, nn.GroupNorm) else
+              Op("layer_norm", **affine))
         return self._pre | Epilogue([op]) | self._post
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = getattr(self, "norm", None)
-        if norm is not None and any(a is not b for a, b in zip(self.epilogue.norm.affine, (norm.weight, norm.bias))):
+        norm = self._modules.get("norm")  # from_linear_and_norm's submodule
+        op = self.epilogue.norm
+        if norm is not None and op is not None and (op.affine[0] is not norm.weight or op.affine[1] is not norm.bias):
             self.epilogue = self._norm_epilogue()  # the norm's parameters were replaced, not updated in place
         return linear(x, self.weight, self.bias, self.epilogue, self.precision)
 

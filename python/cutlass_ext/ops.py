@@ -280,7 +280,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         reason = "invalid inputs"
     if reason is None:
         split = _weight_split(weight) if precision == "highest" else None
-        pre, norm, post = epi.split() if epi.norm is not None else (epi, None, None)
+        pre, norm, post = epi.split()
         config = autotune.config_for(x, weight, bias, pre, precision, split)
         try:
             y = torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *pre.encode(), config, precision, split)
