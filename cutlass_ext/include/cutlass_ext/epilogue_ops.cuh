@@ -42,10 +42,24 @@ __device__ __forceinline__ float gelu_tanh(float v) {
   return 0.5f * v * (1.f + tanhf(inner));
 }
 
-// torch: v / (1 + exp(-v)). An IEEE division is ~10 instructions with a slow path; multiplying by the correctly
-// rounded reciprocal is 4 and differs by at most one rounding (same NaN/inf results: -inf * 0 is NaN as -inf/inf).
-__device__ __forceinline__ float silu(float v) { return v * __frcp_rn(1.f + expf(-v)); }
-__device__ __forceinline__ float sigmoid(float v) { return 1.f / (1.f + expf(-v)); }
+// 1 / d for the denominators of sigmoid and silu, d = 1 + exp(-v), which lie in [1, inf] or are NaN: the hardware
+// reciprocal (MUFU.RCP, at most 1 ulp from the correctly rounded result), which gives 1/inf = 0 and NaN for NaN as
+// a division does. Why not torch's IEEE division: an IEEE division or __frcp_rn compiles to ~70 instructions with
+// a slow path for operands that cannot occur here, which made silu the most expensive op of the reference chains
+// (docs/perf-notes.md, round 3). .ftz only matters for d > 2^126, where 1/d is subnormal and becomes 0.
+__device__ __forceinline__ float reciprocal_of_denominator(float d) {
+#if defined(__CUDA_ARCH__)
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(d));
+  return r;
+#else
+  return 1.f / d;
+#endif
+}
+
+// torch: v / (1 + exp(-v)), and 1 / (1 + exp(-v)). Same NaN/inf results: -inf * 0 is NaN as -inf / inf is.
+__device__ __forceinline__ float silu(float v) { return v * reciprocal_of_denominator(1.f + expf(-v)); }
+__device__ __forceinline__ float sigmoid(float v) { return reciprocal_of_denominator(1.f + expf(-v)); }
 __device__ __forceinline__ float tanh(float v) { return tanhf(v); }
 __device__ __forceinline__ float mish(float v) { return v * tanhf(log1pf(expf(v))); }
 
