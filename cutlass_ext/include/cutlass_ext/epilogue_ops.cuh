@@ -48,13 +48,9 @@ __device__ __forceinline__ float gelu_tanh(float v) {
 // a slow path for operands that cannot occur here, which made silu the most expensive op of the reference chains
 // (docs/perf-notes.md, round 3). .ftz only matters for d > 2^126, where 1/d is subnormal and becomes 0.
 __device__ __forceinline__ float reciprocal_of_denominator(float d) {
-#if defined(__CUDA_ARCH__)
   float r;
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(d));
   return r;
-#else
-  return 1.f / d;
-#endif
 }
 
 // torch: v / (1 + exp(-v)), and 1 / (1 + exp(-v)). Same NaN/inf results: -inf * 0 is NaN as -inf / inf is.
