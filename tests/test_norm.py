@@ -1,6 +1,7 @@
 """The normalization stage: group_norm / layer_norm over the output features inside an epilogue. CPU: the
-vocabulary, the reference, the module, the errors. GPU (marked `gpu`): the fused GEMM + one-pass stage against a
-float64 reference with DESIGN.md's error rule, for G in {1, 2, 16, 256, N}, bf16 / fp16 / fp32."""
+vocabulary, the reference, the module, the errors. GPU (marked `gpu`): the fused GEMM + one-pass stage, and the
+GroupNorm inside the GEMM's epilogue (bf16 / fp16, groups of 256 or 512 features), against a float64 reference with
+DESIGN.md's error rule, for G in {1, 2, 16, 256, N}, bf16 / fp16 / fp32."""
 
 import re
 import warnings
@@ -196,7 +197,8 @@ def test_group_norm_every_group_count(groups, dtype):
     epi = Epilogue(f"mul(0.5) | group_norm({groups}, weight=gw, bias=gb) | hardtanh(-2, 2)", gw=gw, gb=gb)
     precision = "highest" if dtype == torch.float32 else None
     path, got = run_norm(x, w, b, epi, precision)
-    assert path.native and "group_norm stage" in path.reason, str(path)
+    where = "group_norm in its epilogue" if groups == 16 and dtype != torch.float32 else "group_norm stage"
+    assert path.native and where in path.reason, str(path)
     check_norm_against_float64(got, x, w, b, epi, precision, factor_for(dtype, precision))
 
 
@@ -243,6 +245,68 @@ def test_norm_group_sizes_at_the_edges(n, groups, native, dtype):
             warnings.simplefilter("ignore", RuntimeWarning)
             got = cutlass_ext.linear(x, w, b, epi, precision)
     check_norm_against_float64(got, x, w, b, epi, precision, factor_for(dtype, precision))
+
+
+HALF_DTYPES = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("m,n,k,text,bias,batch", [
+    (1, 512, 64, "layer_norm(weight=gw, bias=gb)", True, ()),                      # one row, one 1x2 cluster
+    (67, 1024, 256, "group_norm(4, weight=gw, bias=gb) | hardtanh(-2, 2)", True, ()),  # groups of 256
+    (130, 1024, 192, "mul(0.5) | group_norm(2, weight=gw) | silu", False, ()),    # groups of 512, partial rows
+    (300, 768, 128, "group_norm(3, bias=gb) | gelu", True, ()),                   # 3 tiles: a cluster half out
+    (40, 4096, 512, "gelu | group_norm(8, weight=gw, bias=gb) | residual(0.5) | mul_vec(s) | tanh", True, (3,)),
+    (257, 2048, 1024, "add_vec(s) | group_norm(8) | add_vec(s) | clamp(-1, 1)", True, ()),
+    (2048, 8192, 64, "group_norm(16, weight=gw, bias=gb)", True, ()),  # ~4 tiles per CTA, one k-block each
+])
+def test_group_norm_in_the_gemm_epilogue(m, n, k, text, bias, batch, dtype):
+    """Groups of 256 (one tile) and 512 (a 1x2 cluster's two tiles, statistics swapped between the CTAs): pre- and
+    post-chains with vectors and residual, affine or not, bias or not, rows not a multiple of the tile, 3-D."""
+    x, w, b = make(m, n, k, dtype, bias=bias, batch=batch)
+    gw, gb = affine(n, dtype)
+    s = torch.randn(n, device="cuda")
+    names = {k_: v for k_, v in {"gw": gw, "gb": gb, "s": s}.items() if re.search(rf"\b{k_}\b", text)}
+    epi = Epilogue(text, **names)
+    path, got = run_norm(x, w, b, epi)
+    assert path.native and "in its epilogue" in path.reason, str(path)
+    assert got.shape == (*batch, m, n)
+    check_norm_against_float64(got, x, w, b, epi)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+def test_group_norm_in_the_epilogue_inf_and_nan(dtype):
+    """A non-finite value makes its row's group NaN in both halves of a 512-feature group (the swapped statistics
+    carry it to the other CTA), and only that group."""
+    x, w, b = make(6, 2048, 64, dtype)
+    w[700, 5] = float("inf")  # feature 700, group 1 of 4, in the rows where x[:, 5] != 0
+    x[4, 0] = float("nan")
+    epi = Epilogue("group_norm(4) | hardtanh(-2, 2)")
+    path, got = run_norm(x, w, b, epi)
+    assert "in its epilogue" in path.reason, str(path)
+    assert torch.isnan(got[:, 512:1024]).all() and torch.isnan(got[4]).all()
+    assert torch.isfinite(got[[0, 1, 2, 3, 5]][:, [*range(512), *range(1024, 2048)]]).all()
+    check_norm_against_float64(got, x, w, b, epi)
+
+
+@pytest.mark.gpu
+def test_group_norm_epilogue_op_errors_and_opcheck():
+    x = torch.randn(8, 64, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(1024, 64, device="cuda", dtype=torch.bfloat16)
+    op = torch.ops.cutlass_ext.fused_linear_group_norm
+    with pytest.raises(RuntimeError, match="groups of 128 features; the GroupNorm in the GEMM's epilogue takes"):
+        op(x, w, None, [], [], [], 8, None, None, 1e-5, [], [], [])
+    with pytest.raises(RuntimeError, match="takes bfloat16 and float16 inputs, got float32"):
+        op(x.float(), w.float(), None, [], [], [], 4, None, None, 1e-5, [], [], [])
+    with pytest.raises(RuntimeError, match="1024 features do not split into 3 groups"):
+        op(x, w, None, [], [], [], 3, None, None, 1e-5, [], [], [])
+    with pytest.raises(RuntimeError, match="eps must be finite"):
+        op(x, w, None, [], [], [], 4, None, None, float("nan"), [], [], [])
+    gw = torch.rand(1024, device="cuda")
+    torch.library.opcheck(op.default, (x, w, torch.randn(1024, device="cuda", dtype=torch.bfloat16), ["gelu"],
+                                       [0.0, 0.0], [], 2, gw, None, 1e-5, ["clamp"], [-1.0, 1.0], []))
 
 
 @pytest.mark.gpu
@@ -301,9 +365,10 @@ def test_norm_op_errors_and_opcheck():
 
 
 @pytest.mark.gpu
-def test_norm_module_compile_and_autograd():
+@pytest.mark.parametrize("groups", [16, 2], ids=["stage", "in-epilogue"])
+def test_norm_module_compile_and_autograd(groups):
     torch.manual_seed(0)
-    lin, gn = nn.Linear(256, 512).cuda().bfloat16(), nn.GroupNorm(16, 512).cuda().bfloat16()
+    lin, gn = nn.Linear(256, 512).cuda().bfloat16(), nn.GroupNorm(groups, 512).cuda().bfloat16()
     fused = FusedLinear.from_linear_and_norm(lin, gn, post="hardtanh(-2, 2)")
     x = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
@@ -326,6 +391,9 @@ def test_groupnorm_reference_problem(dtype):
         model.group_norm.weight.uniform_(0.5, 1.5), model.group_norm.bias.uniform_(-0.5, 0.5)
     fused = FusedLinear.from_linear_and_norm(model.gemm, model.group_norm, post="hardtanh(-2, 2)")
     with torch.no_grad():
+        x = mod.get_inputs()[0].to("cuda", dtype)
+        path = cutlass_ext.linear_path(x, model.gemm.weight, model.gemm.bias, fused.epilogue)
+        assert "group_norm in its epilogue" in path.reason, str(path)
         for _ in range(2):
             x = mod.get_inputs()[0].to("cuda", dtype)
             got = fused(x)

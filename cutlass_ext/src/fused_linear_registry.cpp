@@ -11,18 +11,19 @@ std::vector<FusedLinearKernel>& registry() {
   return kernels;
 }
 
-// Lookups walk the registry in place: they run on every call, and a (dtype, adds_source, tile, schedule) or a
+// Lookups walk the registry in place: they run on every call, and a (dtype, epilogue, tile, schedule) or a
 // name matches at most one configuration, so no sorted copy is needed.
 template <class Match>
-const FusedLinearKernel* find_if(DType dtype, bool adds_source, Match match) {
+const FusedLinearKernel* find_if(DType dtype, FusedEpilogue epilogue, Match match) {
   for (const FusedLinearKernel& k : registry()) {
-    if (k.dtype == dtype && k.adds_source == adds_source && match(k)) return &k;
+    if (k.dtype == dtype && k.epilogue == epilogue && match(k)) return &k;
   }
   return nullptr;
 }
 
-const FusedLinearKernel* find_config(DType dtype, bool adds_source, int tile_m, int tile_n, const char* schedule) {
-  return find_if(dtype, adds_source, [&](const FusedLinearKernel& k) {
+const FusedLinearKernel* find_config(DType dtype, FusedEpilogue epilogue, int tile_m, int tile_n,
+                                     const char* schedule) {
+  return find_if(dtype, epilogue, [&](const FusedLinearKernel& k) {
     return k.tile_m == tile_m && k.tile_n == tile_n && k.schedule == schedule;
   });
 }
@@ -38,14 +39,14 @@ bool register_fused_linear_kernel(FusedLinearKernel kernel) {
   return true;
 }
 
-const FusedLinearKernel* find_fused_linear_kernel(DType dtype, bool adds_source, std::string_view name) {
-  return find_if(dtype, adds_source, [&](const FusedLinearKernel& k) { return k.name == name; });
+const FusedLinearKernel* find_fused_linear_kernel(DType dtype, FusedEpilogue epilogue, std::string_view name) {
+  return find_if(dtype, epilogue, [&](const FusedLinearKernel& k) { return k.name == name; });
 }
 
-std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, bool adds_source) {
+std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, FusedEpilogue epilogue) {
   std::vector<const FusedLinearKernel*> out;
   for (const FusedLinearKernel& k : registry()) {
-    if (k.dtype == dtype && k.adds_source == adds_source) out.push_back(&k);
+    if (k.dtype == dtype && k.epilogue == epilogue) out.push_back(&k);
   }
   std::sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->name < b->name; });
   return out;
@@ -54,16 +55,19 @@ std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, bool add
 // Shape buckets, from the per-configuration sweep of benchmarks/bench_linear.py --configs on an H200, bf16, with
 // mul | hardtanh | gelu (docs/perf-notes.md, "fused Linear"). A preference falls through to the first compiled
 // configuration when it is not in the build.
-const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, bool adds_source, int m, int n, int k,
+const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue epilogue, int m, int n, int k,
                                                     const ChainProgram& program, int sm_count) {
   (void)program;  // measured: the chain moved the best configuration only between near-ties
   const int64_t tiles_128 = tiles(m, n, 128, 128);
   const int64_t tiles_256 = tiles(m, n, 128, 256);
   const FusedLinearKernel* pick = nullptr;
   auto prefer = [&](int tile_m, int tile_n, const char* schedule) {
-    return find_config(dtype, adds_source, tile_m, tile_n, schedule);
+    return find_config(dtype, epilogue, tile_m, tile_n, schedule);
   };
-  if (dtype == DType::kF32) {
+  const bool adds_source = epilogue == FusedEpilogue::kSourceChain;
+  if (epilogue == FusedEpilogue::kGroupNorm) {
+    pick = nullptr;  // one configuration (128x256, 1x2 cluster), taken below
+  } else if (dtype == DType::kF32) {
     // TF32: the bf16 buckets less the ping-pong 128x128 one (a 128x128x32 float stage is as large as a 128x128x64
     // bf16 one, and ping-pong did not beat cooperative at long K there). adds_source (promoted accumulation)
     // has no 128x256 tile.
@@ -96,7 +100,7 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, bool adds_sourc
     pick = prefer(128, 256, "cooperative");
   }
   if (pick == nullptr) {
-    const auto all = fused_linear_kernels(dtype, adds_source);
+    const auto all = fused_linear_kernels(dtype, epilogue);
     pick = all.empty() ? nullptr : all.front();
   }
   return pick;

@@ -2,6 +2,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <cmath>
+
 #include "chain_program.h"
 #include "cutlass_ext/fused_linear.h"
 #include "ops.h"
@@ -72,20 +74,21 @@ Problem prepare(const at::Tensor& x, const at::Tensor& weight, const std::option
   p.program = make_chain_program(ops, params, vectors, n, x.device());
   const int device = x.device().index();
   p.args = FusedLinearArgs{p.x2.data_ptr(), p.x2.stride(0), weight.data_ptr(), weight.stride(0),
-                           bias ? bias->data_ptr() : nullptr, nullptr, n, nullptr, 0, int(p.x2.size(0)), int(n),
-                           int(k), device, sm_count(device)};
+                           bias ? bias->data_ptr() : nullptr, nullptr, n, nullptr, 0, nullptr, int(p.x2.size(0)),
+                           int(n), int(k), device, sm_count(device)};
   return p;
 }
 
-const FusedLinearKernel& pick(const Problem& p, c10::string_view config, bool adds_source = false) {
+const FusedLinearKernel& pick(const Problem& p, c10::string_view config,
+                              FusedEpilogue epilogue = FusedEpilogue::kChain) {
   if (config.empty()) {
-    const FusedLinearKernel* k = choose_fused_linear_kernel(p.dtype, adds_source, p.args.m, p.args.n, p.args.k,
+    const FusedLinearKernel* k = choose_fused_linear_kernel(p.dtype, epilogue, p.args.m, p.args.n, p.args.k,
                                                             p.program, p.args.sm_count);
     TORCH_CHECK(k != nullptr, kFn, ": no fused kernel was compiled for this dtype (is sm_90a in the build?)");
     return *k;
   }
   const FusedLinearKernel* k =
-      find_fused_linear_kernel(p.dtype, adds_source, std::string_view(config.data(), config.size()));
+      find_fused_linear_kernel(p.dtype, epilogue, std::string_view(config.data(), config.size()));
   TORCH_CHECK(k != nullptr, kFn, ": no compiled configuration named '", std::string(config), "'");
   return *k;
 }
@@ -168,13 +171,49 @@ at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight, const std
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index());
   if (p.precision == Precision::kSplitTF32) {
     // The first GEMM (K' = 2K) runs the configuration asked for or picked; the final one the same tile where it
-    // has an adds_source twin, else the heuristic's pick among those.
-    const FusedLinearKernel* same = find_fused_linear_kernel(p.dtype, /*adds_source=*/true, kernel.name);
-    run_split_tf32(p, weight, weight_split, kernel, same != nullptr ? *same : pick(p, "", /*adds_source=*/true),
-                   stream);
+    // has a kSourceChain twin, else the heuristic's pick among those.
+    const FusedLinearKernel* same = find_fused_linear_kernel(p.dtype, FusedEpilogue::kSourceChain, kernel.name);
+    run_split_tf32(p, weight, weight_split, kernel,
+                   same != nullptr ? *same : pick(p, "", FusedEpilogue::kSourceChain), stream);
   } else {
     launch(kernel, p.args, p.program, x, stream);
   }
+  return out;
+}
+
+at::Tensor fused_linear_group_norm(const at::Tensor& x, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias, c10::ArrayRef<std::string> ops,
+                                  c10::ArrayRef<double> params, at::TensorList vectors, int64_t num_groups,
+                                  const std::optional<at::Tensor>& norm_weight,
+                                  const std::optional<at::Tensor>& norm_bias, double eps,
+                                  c10::ArrayRef<std::string> post_ops, c10::ArrayRef<double> post_params,
+                                  at::TensorList post_vectors, c10::string_view config) {
+  TORCH_CHECK(x.scalar_type() != at::kFloat, kFn,
+              ": the GroupNorm in the GEMM's epilogue takes bfloat16 and float16 inputs, got float32");
+  Problem p = prepare(x, weight, bias, ops, params, vectors, "");
+  const int64_t n = p.args.n;
+  TORCH_CHECK(num_groups > 0 && n % num_groups == 0, kFn, ": ", n, " features do not split into ", num_groups,
+              " groups");
+  TORCH_CHECK(group_norm_epilogue_takes(n / num_groups), kFn, ": groups of ", n / num_groups,
+              " features; the GroupNorm in the GEMM's epilogue takes groups of 256 or 512");
+  TORCH_CHECK(std::isfinite(eps) && eps >= 0, kFn, ": eps must be finite and >= 0, got ", eps);
+  if (p.args.k == 0 || p.args.m == 0) {  // no products (or no rows): the GEMM, then the normalization stage
+    return group_norm_chain(fused_linear(x, weight, bias, ops, params, vectors, "", "", std::nullopt), num_groups,
+                            norm_weight, norm_bias, eps, post_ops, post_params, post_vectors);
+  }
+  const LinearGroupNorm norm{
+      int(n / num_groups), float(eps),
+      norm_weight ? make_chain_vector(*norm_weight, n, x.device(), "group_norm weight") : ChainVector{},
+      norm_bias ? make_chain_vector(*norm_bias, n, x.device(), "group_norm bias") : ChainVector{},
+      make_chain_program(post_ops, post_params, post_vectors, n, x.device())};
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end() - 1);
+  out_shape.push_back(n);
+  at::Tensor out = at::empty(out_shape, x.options());
+  p.args.out = out.data_ptr();
+  p.args.norm = &norm;
+  const FusedLinearKernel& kernel = pick(p, config, FusedEpilogue::kGroupNorm);
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  launch(kernel, p.args, p.program, x, c10::cuda::getCurrentCUDAStream(x.device().index()));
   return out;
 }
 

@@ -13,6 +13,9 @@ TORCH_LIBRARY(cutlass_ext, m) {
   m.def("elementwise_out(Tensor x, str[] ops, float[] params, Tensor[] vectors, Tensor(a!) out) -> ()");
   m.def("fused_linear(Tensor x, Tensor weight, Tensor? bias, str[] ops, float[] params, Tensor[] vectors, "
         "str config=\"\", str precision=\"\", Tensor? weight_split=None) -> Tensor");
+  m.def("fused_linear_group_norm(Tensor x, Tensor weight, Tensor? bias, str[] ops, float[] params, "
+        "Tensor[] vectors, int num_groups, Tensor? norm_weight, Tensor? norm_bias, float eps, str[] post_ops, "
+        "float[] post_params, Tensor[] post_vectors, str config=\"\") -> Tensor");
   m.def("fused_linear_plan(Tensor x, Tensor weight, Tensor? bias, str[] ops, float[] params, Tensor[] vectors, "
         "str precision=\"\") -> str");
   m.def("split_tf32(Tensor weight) -> Tensor");
@@ -25,6 +28,7 @@ TORCH_LIBRARY_IMPL(cutlass_ext, CUDA, m) {
   m.impl("elementwise", &cutlass_ext::elementwise);
   m.impl("elementwise_out", &cutlass_ext::elementwise_out);
   m.impl("fused_linear", &cutlass_ext::fused_linear);
+  m.impl("fused_linear_group_norm", &cutlass_ext::fused_linear_group_norm);
   m.impl("fused_linear_plan", &cutlass_ext::fused_linear_plan);
   m.impl("split_tf32", &cutlass_ext::split_tf32_weight);
   m.impl("group_norm_chain", &cutlass_ext::group_norm_chain);

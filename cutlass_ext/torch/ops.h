@@ -22,6 +22,16 @@ at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight, const std
                         c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors,
                         c10::string_view config, c10::string_view precision,
                         const std::optional<at::Tensor>& weight_split);
+// y = post(group_norm(pre(x @ weight.T + bias))) as one sm90 GEMM whose epilogue gathers each (row, group)'s
+// statistics and normalizes in registers (FusedEpilogue::kGroupNorm): bfloat16 / float16, groups of 256 or 512
+// features (group_norm_epilogue_takes). ops/params/vectors are the pre-chain, post_* the post-chain.
+at::Tensor fused_linear_group_norm(const at::Tensor& x, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias, c10::ArrayRef<std::string> ops,
+                                  c10::ArrayRef<double> params, at::TensorList vectors, int64_t num_groups,
+                                  const std::optional<at::Tensor>& norm_weight,
+                                  const std::optional<at::Tensor>& norm_bias, double eps,
+                                  c10::ArrayRef<std::string> post_ops, c10::ArrayRef<double> post_params,
+                                  at::TensorList post_vectors, c10::string_view config);
 // The configuration fused_linear would run for these inputs (same checks, no launch).
 std::string fused_linear_plan(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params, at::TensorList vectors,

@@ -47,6 +47,20 @@ def register_python_impls() -> None:
     def _fused_linear_cpu(x, weight, bias, ops, params, vectors, config="", precision="", weight_split=None):
         return run_device_ops(F.linear(x, weight, bias), ops, params, vectors).contiguous()
 
+    @torch.library.register_fake("cutlass_ext::fused_linear_group_norm")
+    def _fused_linear_group_norm_fake(x, weight, bias, ops, params, vectors, num_groups, norm_weight, norm_bias,
+                                      eps, post_ops, post_params, post_vectors, config=""):
+        torch._check(x.dtype in (torch.bfloat16, torch.float16),
+                     lambda: f"cutlass_ext.linear: the GroupNorm epilogue takes bf16/fp16, got {x.dtype}")
+        torch._check(x.shape[-1] == weight.shape[1], lambda: "cutlass_ext.linear: x and weight do not match")
+        return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+    @torch.library.register_kernel("cutlass_ext::fused_linear_group_norm", "cpu")
+    def _fused_linear_group_norm_cpu(x, weight, bias, ops, params, vectors, num_groups, norm_weight, norm_bias,
+                                     eps, post_ops, post_params, post_vectors, config=""):
+        y = run_device_ops(F.linear(x, weight, bias), ops, params, vectors, out_dtype=x.dtype)
+        return _group_norm_chain_cpu(y, num_groups, norm_weight, norm_bias, eps, post_ops, post_params, post_vectors)
+
     @torch.library.register_fake("cutlass_ext::split_tf32")
     def _split_tf32_fake(weight):
         torch._check(weight.dtype == torch.float32 and weight.dim() == 2, lambda: "split_tf32: 2-D float32 only")

@@ -212,13 +212,38 @@ def _fused_reason(x, weight, bias, epilogue) -> str | None:
     return _norm_reason(epilogue.norm, n)
 
 
-def _describe(precision: str, norm) -> str:
+# The group sizes (features per group) the GroupNorm epilogue takes: a row's group is one 128x256 output tile, or
+# the two tiles of a 1x2 cluster (group_norm_epilogue_takes in cutlass_ext/include/cutlass_ext/fused_linear.h).
+_EPILOGUE_NORM_GROUP_SIZES = (256, 512)
+
+
+def _norm_in_epilogue(weight: torch.Tensor, norm, precision: str) -> bool:
+    """Whether the normalization runs inside the GEMM's epilogue (bf16/fp16, groups of 256 or 512 features), rather
+    than as the one-pass stage after it."""
+    return (norm is not None and not precision and weight.shape[1] > 0 and
+            weight.shape[0] // norm.params[0] in _EPILOGUE_NORM_GROUP_SIZES)
+
+
+def _run_fused(x, weight, bias, epi: Epilogue, precision: str, config: str = "", split=None) -> torch.Tensor:
+    """The fused path, its inputs already found eligible (_fused_reason)."""
+    pre, norm, post = epi.split()
+    if _norm_in_epilogue(weight, norm, precision):
+        groups, eps = norm.params
+        return torch.ops.cutlass_ext.fused_linear_group_norm.default(x, weight, bias, *pre.encode(), groups,
+                                                                      *norm.affine, eps, *post.encode())
+    y = torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *pre.encode(), config, precision, split)
+    return y if norm is None else _run_norm_stage(y, norm, post)
+
+
+def _describe(precision: str, norm, in_epilogue: bool) -> str:
     what = "fused sm90 GEMM"
     if precision == "highest":
         what += ", split TF32 (float32, precision 'highest')"
     elif precision:
         what += f", TF32 (float32, precision '{precision}')"
-    if norm is not None:
+    if in_epilogue:
+        what += f", the {norm.name} in its epilogue"
+    elif norm is not None:
         what += f", then the {norm.name} stage (one pass)"
     return what
 
@@ -235,12 +260,14 @@ def linear_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if reason is not None:
         return Path(False, reason)
     pre, norm, _ = epi.split()
+    if _norm_in_epilogue(weight, norm, precision):
+        return Path(True, _describe(precision, norm, True))
     config = autotune.cached_config(x, weight, bias, pre, precision)
     how = "autotuned"
     if config is None:
         config = torch.ops.cutlass_ext.fused_linear_plan(x, weight, bias, *pre.encode(), precision)
         how = "shape heuristic"
-    return Path(True, f"{_describe(precision, norm)}, configuration {config} ({how})")
+    return Path(True, f"{_describe(precision, norm, False)}, configuration {config} ({how})")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, epilogue=None,
@@ -255,9 +282,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     FP32-level accuracy by split TF32 (two GEMMs; the weight's split copy, twice its size, is cached while the
     weight is unchanged: see ``clear_weight_cache``); 'high' and 'medium' one TF32 GEMM.
 
-    An epilogue with a normalization stage (``group_norm`` / ``layer_norm`` over the output features) runs the GEMM
-    with the ops before it, writing the pre-norm values in x's dtype, then one pass that normalizes (statistics in
-    float32 from those values, as torch computes them on a Linear's output) and runs the ops after it.
+    An epilogue with a normalization stage (``group_norm`` / ``layer_norm`` over the output features) normalizes
+    with statistics in float32 from the pre-norm values rounded to x's dtype, as torch computes them on a Linear's
+    output. For bfloat16 / float16 and groups of 256 or 512 features the GEMM's epilogue does it all in registers;
+    otherwise the GEMM writes the pre-norm values and one pass normalizes and runs the ops after the norm.
     """
     fn = "cutlass_ext.linear"
     epi = epilogue if isinstance(epilogue, Epilogue) else as_epilogue(epilogue)
@@ -270,9 +298,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         epi.check_for(weight.shape[0], x.device, fn)
         reason = _fused_reason(x, weight, bias, epi)
         if reason is None:
-            pre, norm, post = epi.split()
-            y = torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *pre.encode(), "", precision, None)
-            return y if norm is None else _run_norm_stage(y, norm, post)
+            return _run_fused(x, weight, bias, epi, precision)
         return _linear_fallback(x, weight, bias, epi, reason, precision)
     try:
         reason = _fused_reason(x, weight, bias, epi)
@@ -280,11 +306,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         reason = "invalid inputs"
     if reason is None:
         split = _weight_split(weight) if precision == "highest" else None
-        pre, norm, post = epi.split()
-        config = autotune.config_for(x, weight, bias, pre, precision, split)
+        pre, norm, _ = epi.split()
+        config = "" if _norm_in_epilogue(weight, norm, precision) else \
+            autotune.config_for(x, weight, bias, pre, precision, split)
         try:
-            y = torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *pre.encode(), config, precision, split)
-            return y if norm is None else _run_norm_stage(y, norm, post)
+            return _run_fused(x, weight, bias, epi, precision, config, split)
         except RuntimeError:
             _check_linear_inputs(fn, x, weight, bias)
             epi.check_for(weight.shape[0], x.device, fn)

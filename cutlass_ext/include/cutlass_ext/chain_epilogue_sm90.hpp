@@ -3,6 +3,8 @@
 //   D = ChainNode( Plus( AccFetch, RowBroadcast(bias) ) )      // chain(acc + bias[n]), cast to D's type
 //   D = ChainNode( Plus( Plus( AccFetch, SrcFetch ), RowBroadcast(bias) ) )   // with a float32 C operand
 //
+//   D = ChainNode( AccFetch )    // the post-chain of the in-epilogue GroupNorm (group_norm_epilogue_sm90.hpp)
+//
 // ChainNode runs the ChainProgram (chain_interpreter.cuh, the same interpreter and op math as the elementwise
 // kernel) over each fragment in registers, after the accumulator and before the store.
 #pragma once
@@ -99,6 +101,11 @@ namespace evt = cutlass::epilogue::fusion;
 template <class Element, class TileShape>
 using BiasBroadcast = evt::Sm90RowBroadcast<0, TileShape, Element, float>;  // bias[n]; a null pointer adds 0
 using Plus = evt::Sm90Compute<cutlass::plus, float, float, cutlass::FloatRoundStyle::round_to_nearest>;
+
+// chain(acc): the post-chain of the in-epilogue GroupNorm, which leaves the normalized values in the accumulators
+//   arguments: {acc: {}, chain: ChainProgram}
+template <class Element>
+using ChainFusion = evt::Sm90EVT<ChainNode<Element>, evt::Sm90AccFetch>;
 
 // chain(acc + bias[n])
 //   arguments: {{acc: {}, bias: {ptr, 0, {}}, plus: {}}, chain: ChainProgram}

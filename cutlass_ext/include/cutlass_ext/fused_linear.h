@@ -17,6 +17,26 @@
 
 namespace cutlass_ext {
 
+// What the epilogue computes, besides the cast to the output dtype:
+//   kChain:       chain(acc + bias)
+//   kSourceChain: chain(acc + C + bias), C an M x N float32 operand (the split-precision path's final GEMM)
+//   kGroupNorm:   post(group_norm(pre(acc + bias))) over groups of the output features, the statistics gathered in
+//                 the epilogue (group_norm_epilogue_sm90.hpp); `program` is the pre-chain
+enum class FusedEpilogue { kChain, kSourceChain, kGroupNorm };
+
+// The normalization of a kGroupNorm kernel: torch's GroupNorm over groups of group_size consecutive features
+// (biased variance, eps inside the square root), the per-feature affine, then the post-chain.
+struct LinearGroupNorm {
+  int group_size;
+  float eps;
+  ChainVector weight;  // gamma[feature], or data == nullptr for 1
+  ChainVector bias;    // beta[feature], or data == nullptr for 0
+  ChainProgram post;
+};
+
+// The group sizes the kGroupNorm kernels take: a row's group is one 128x256 tile or the two tiles of a 1x2 cluster.
+inline bool group_norm_epilogue_takes(int64_t group_size) { return group_size == 256 || group_size == 512; }
+
 struct FusedLinearArgs {
   const void* x;       // M x K, row stride ldx (elements), unit column stride
   int64_t ldx;
@@ -25,8 +45,9 @@ struct FusedLinearArgs {
   const void* bias;    // N values, or nullptr
   void* out;           // M x N, row stride ldo
   int64_t ldo;
-  const float* source; // M x N float32 added to the accumulator (kernels with adds_source only), row stride lds
+  const float* source; // M x N float32 added to the accumulator (kSourceChain kernels only), row stride lds
   int64_t lds;
+  const LinearGroupNorm* norm;  // kGroupNorm kernels only
   int m, n, k;
   int device;
   int sm_count;
@@ -36,7 +57,7 @@ struct FusedLinearArgs {
 struct FusedLinearKernel {
   std::string name;  // dtype_tile_cluster_schedule, e.g. "bf16_128x128x64_1x1_pingpong"; "tf32_..." for float
   DType dtype;
-  bool adds_source;  // chain(acc + C + bias) rather than chain(acc + bias); same name as its plain twin
+  FusedEpilogue epilogue;  // kSourceChain kernels share their kChain twin's name; kGroupNorm names end in _gn
   int tile_m, tile_n;
   std::string schedule;  // "pingpong" or "cooperative"
   size_t (*workspace_size)(const FusedLinearArgs&, const ChainProgram&);
@@ -46,14 +67,14 @@ struct FusedLinearKernel {
 
 bool register_fused_linear_kernel(FusedLinearKernel kernel);
 
-// Every compiled configuration for a dtype (plain or adds_source), sorted by name.
-std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, bool adds_source = false);
+// Every compiled configuration for a dtype and epilogue, sorted by name.
+std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, FusedEpilogue epilogue = FusedEpilogue::kChain);
 
 // The configuration of that name (nullptr when none is compiled).
-const FusedLinearKernel* find_fused_linear_kernel(DType dtype, bool adds_source, std::string_view name);
+const FusedLinearKernel* find_fused_linear_kernel(DType dtype, FusedEpilogue epilogue, std::string_view name);
 
-// The configuration the shape heuristic picks (nullptr when none is compiled for the dtype).
-const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, bool adds_source, int m, int n, int k,
+// The configuration the shape heuristic picks (nullptr when none is compiled for the dtype and epilogue).
+const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue epilogue, int m, int n, int k,
                                                     const ChainProgram& program, int sm_count);
 
 // The split-precision path (float32 at FP32-level accuracy on TF32 tensor cores): each float32 value v is split

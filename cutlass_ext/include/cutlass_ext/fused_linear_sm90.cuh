@@ -1,10 +1,11 @@
 // The one generic sm90 fused-Linear GEMM: TMA loads, warp-specialized wgmma mainloop, TMA-store epilogue that runs
-// LinearChainFusion (chain_epilogue_sm90.hpp). A kernel file picks the element type, tile, cluster and schedule
+// the chain (chain_epilogue_sm90.hpp), after the GroupNorm for FusedEpilogue::kGroupNorm
+// (group_norm_epilogue_sm90.hpp). A kernel file picks the element type, tile, cluster and schedule
 // and registers the result with CUTLASS_EXT_SM90_FUSED_LINEAR.
 //
 //   A = x       (M x K, row-major: "T")
 //   B = weight  (N x K row-major, i.e. K x N column-major: "N"), used in place, never transposed or copied
-//   C = source  (M x N float32, row-major), only in the kAddsSource variant (the split-precision path)
+//   C = source  (M x N float32, row-major), only in the kSourceChain variant (the split-precision path)
 //   D = out     (M x N, row-major)
 // Element is bfloat16_t, half_t or float; float A and B run on TF32 tensor cores (the builder maps float to
 // tfloat32_t wgmma, which reads the top 19 bits of each operand).
@@ -23,6 +24,7 @@
 
 #include "cutlass_ext/chain_epilogue_sm90.hpp"
 #include "cutlass_ext/fused_linear.h"
+#include "cutlass_ext/group_norm_epilogue_sm90.hpp"
 
 namespace cutlass_ext::sm90 {
 
@@ -60,20 +62,25 @@ struct SameMainloop {
   using type = Mainloop;
 };
 
-template <class Element, class TileShape, class ClusterShape, class Schedule, bool kAddsSource = false>
+template <class Element, class TileShape, class ClusterShape, class Schedule, FusedEpilogue kEpilogue>
 struct FusedLinear {
   static constexpr int kAlignment = 16 / sizeof(Element);  // TMA: 16-byte aligned rows
+  static constexpr bool kAddsSource = kEpilogue == FusedEpilogue::kSourceChain;
+  static constexpr bool kGroupNorm = kEpilogue == FusedEpilogue::kGroupNorm;
   using ElementSource = std::conditional_t<kAddsSource, float, void>;
   using Fusion = std::conditional_t<kAddsSource, LinearSourceChainFusion<Element, TileShape>,
-                                    LinearChainFusion<Element, TileShape>>;
+                                    std::conditional_t<kGroupNorm, ChainFusion<Element>,
+                                                       LinearChainFusion<Element, TileShape>>>;
 
-  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+  using BuiltEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto,
       float, float,                                              // accumulator, epilogue compute
       ElementSource, cutlass::layout::RowMajor, 16 / sizeof(float),  // C: float32 or none
       Element, cutlass::layout::RowMajor, kAlignment,            // D
       typename Schedule::Epilogue, Fusion>::CollectiveOp;
+  using CollectiveEpilogue =
+      std::conditional_t<kGroupNorm, GroupNormEpilogue<BuiltEpilogue, Element>, BuiltEpilogue>;
 
   using BuiltMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
@@ -101,16 +108,26 @@ struct FusedLinear {
     args.mainloop.dB = typename Kernel::StrideB{a.ldw, cute::Int<1>{}, int64_t(0)};
     // The fusion's arguments nest as its tree does (chain_epilogue_sm90.hpp).
     const typename BiasBroadcast<Element, TileShape>::Arguments bias{static_cast<const Element*>(a.bias), Element(0), {}};
-    args.epilogue.ptr_D = static_cast<Element*>(a.out);
-    args.epilogue.dD = typename Kernel::StrideD{a.ldo, cute::Int<1>{}, int64_t(0)};
-    if constexpr (kAddsSource) {
+    const typename Kernel::StrideD stride_d{a.ldo, cute::Int<1>{}, int64_t(0)};
+    if constexpr (kGroupNorm) {  // the bias and the pre-chain run before the norm, the post-chain in the fusion
+      args.epilogue.base.thread = {{}, a.norm->post};
+      args.epilogue.base.ptr_D = static_cast<Element*>(a.out);
+      args.epilogue.base.dD = stride_d;
+      args.epilogue.base.ptr_C = nullptr;
+      args.epilogue.base.dC = stride_d;
+      args.epilogue.norm = {a.bias, program, a.norm->group_size, a.norm->eps, a.norm->weight, a.norm->bias};
+    } else if constexpr (kAddsSource) {
       args.epilogue.thread = {{{{}, {}, {}}, bias, {}}, program};
+      args.epilogue.ptr_D = static_cast<Element*>(a.out);
+      args.epilogue.dD = stride_d;
       args.epilogue.ptr_C = static_cast<const float*>(a.source);
       args.epilogue.dC = typename Kernel::StrideC{a.lds, cute::Int<1>{}, int64_t(0)};
     } else {
       args.epilogue.thread = {{{}, bias, {}}, program};
+      args.epilogue.ptr_D = static_cast<Element*>(a.out);
+      args.epilogue.dD = stride_d;
       args.epilogue.ptr_C = nullptr;
-      args.epilogue.dC = args.epilogue.dD;
+      args.epilogue.dC = stride_d;
     }
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
@@ -150,25 +167,27 @@ struct FusedLinear {
   }
 };
 
-template <class Element, class TileShape, class ClusterShape, class Schedule, bool kAddsSource>
+template <class Element, class TileShape, class ClusterShape, class Schedule, FusedEpilogue kEpilogue>
 FusedLinearKernel make_kernel(const char* dtype_name, DType dtype) {
-  using Config = FusedLinear<Element, TileShape, ClusterShape, Schedule, kAddsSource>;
+  using Config = FusedLinear<Element, TileShape, ClusterShape, Schedule, kEpilogue>;
   const int tm = cute::size<0>(TileShape{}), tn = cute::size<1>(TileShape{}), tk = cute::size<2>(TileShape{});
   const std::string name = std::string(dtype_name) + "_" + std::to_string(tm) + "x" + std::to_string(tn) + "x" +
                            std::to_string(tk) + "_" + std::to_string(cute::size<0>(ClusterShape{})) + "x" +
-                           std::to_string(cute::size<1>(ClusterShape{})) + "_" + Schedule::kName;
-  return FusedLinearKernel{name, dtype, kAddsSource, tm, tn, Schedule::kName, &Config::workspace_size, &Config::run};
+                           std::to_string(cute::size<1>(ClusterShape{})) + "_" + Schedule::kName +
+                           (kEpilogue == FusedEpilogue::kGroupNorm ? "_gn" : "");
+  return FusedLinearKernel{name, dtype, kEpilogue, tm, tn, Schedule::kName, &Config::workspace_size, &Config::run};
 }
 
 }  // namespace cutlass_ext::sm90
 
 // One configuration, registered when the library loads; the kernel file's name repeats these parameters.
-// ADDS_SOURCE: false for chain(acc + bias), true for chain(acc + C + bias) (name suffix _addc).
-#define CUTLASS_EXT_SM90_FUSED_LINEAR(ELEMENT, DTYPE, DTYPE_NAME, TM, TN, TK, CM, CN, SCHEDULE, ADDS_SOURCE)   \
+// EPILOGUE: kChain, kSourceChain (file name suffix _addc) or kGroupNorm (_gn), see FusedEpilogue.
+#define CUTLASS_EXT_SM90_FUSED_LINEAR(ELEMENT, DTYPE, DTYPE_NAME, TM, TN, TK, CM, CN, SCHEDULE, EPILOGUE)      \
   namespace {                                                                                                  \
   const bool registered = ::cutlass_ext::register_fused_linear_kernel(                                         \
       ::cutlass_ext::sm90::make_kernel<ELEMENT, cute::Shape<cute::Int<TM>, cute::Int<TN>, cute::Int<TK>>,      \
                                        cute::Shape<cute::Int<CM>, cute::Int<CN>, cute::Int<1>>,                \
-                                       ::cutlass_ext::sm90::SCHEDULE, ADDS_SOURCE>(DTYPE_NAME,                 \
+                                       ::cutlass_ext::sm90::SCHEDULE,                                          \
+                                       ::cutlass_ext::FusedEpilogue::EPILOGUE>(DTYPE_NAME,                     \
                                                                                    ::cutlass_ext::DType::DTYPE)); \
   }

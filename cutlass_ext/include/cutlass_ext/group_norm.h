@@ -1,11 +1,12 @@
 // The normalization stage of a chain, torch-free: y = post_chain(group_norm(x)) over the last dimension of a
 // row-major [rows, features] tensor, in one pass that reads x once and writes y once.
 //
-// Why one pass and not statistics gathered in the GEMM's epilogue (DESIGN.md's first plan): the stage has to read
-// the pre-norm values and write the result either way, so the traffic is the same; computing the statistics here
-// from the values held in registers adds no memory traffic, needs no atomics and no zeroed workspace (one launch
-// fewer), and gives the exact two-pass variance of the values as stored, which is what torch computes on the
-// GEMM's rounded output (docs/perf-notes.md, "GroupNorm stage").
+// It serves the norms that the GEMM's own epilogue does not take (group_norm_epilogue_sm90.hpp: bf16/fp16 and
+// groups of 256 or 512 features): float32, other group sizes, and the elementwise API. Statistics gathered in the
+// GEMM epilogue with atomics would not save its traffic (it must read the pre-norm values and write the result
+// either way); computed here from the values held in registers they cost no memory traffic, need no atomics and
+// no zeroed workspace, and are the exact two-pass variance of the values as stored, which is what torch computes
+// on the GEMM's rounded output (docs/perf-notes.md, "GroupNorm stage").
 #pragma once
 
 #include <cuda_runtime_api.h>
