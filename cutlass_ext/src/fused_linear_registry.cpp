@@ -58,6 +58,11 @@ std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, FusedEpi
 const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue epilogue, int m, int n, int k,
                                                     const ChainProgram& program, int sm_count) {
   (void)program;  // measured: the chain moved the best configuration only between near-ties
+  const auto first_compiled = [&] {
+    const auto all = fused_linear_kernels(dtype, epilogue);
+    return all.empty() ? nullptr : all.front();
+  };
+  if (epilogue == FusedEpilogue::kGroupNorm) return first_compiled();  // one configuration: 128x256, 1x2 cluster
   const int64_t tiles_128 = tiles(m, n, 128, 128);
   const int64_t tiles_256 = tiles(m, n, 128, 256);
   const FusedLinearKernel* pick = nullptr;
@@ -65,9 +70,7 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
     return find_config(dtype, epilogue, tile_m, tile_n, schedule);
   };
   const bool adds_source = epilogue == FusedEpilogue::kSourceChain;
-  if (epilogue == FusedEpilogue::kGroupNorm) {
-    pick = nullptr;  // one configuration (128x256, 1x2 cluster), taken below
-  } else if (dtype == DType::kF32) {
+  if (dtype == DType::kF32) {
     // TF32: the bf16 buckets less the ping-pong 128x128 one (a 128x128x32 float stage is as large as a 128x128x64
     // bf16 one, and ping-pong did not beat cooperative at long K there). adds_source (promoted accumulation)
     // has no 128x256 tile.
@@ -99,11 +102,7 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
     // 199.3 for 128x128 ping-pong); with the swish chain the two are within 1%.
     pick = prefer(128, 256, "cooperative");
   }
-  if (pick == nullptr) {
-    const auto all = fused_linear_kernels(dtype, epilogue);
-    pick = all.empty() ? nullptr : all.front();
-  }
-  return pick;
+  return pick != nullptr ? pick : first_compiled();
 }
 
 }  // namespace cutlass_ext

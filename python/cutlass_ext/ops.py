@@ -224,13 +224,15 @@ def _norm_in_epilogue(weight: torch.Tensor, norm, precision: str) -> bool:
             weight.shape[0] // norm.params[0] in _EPILOGUE_NORM_GROUP_SIZES)
 
 
-def _run_fused(x, weight, bias, epi: Epilogue, precision: str, config: str = "", split=None) -> torch.Tensor:
-    """The fused path, its inputs already found eligible (_fused_reason)."""
+def _run_fused(x, weight, bias, epi: Epilogue, precision: str, split=None, tune: bool = False) -> torch.Tensor:
+    """The fused path, its inputs already found eligible (_fused_reason). tune: the GEMM's configuration from
+    autotune.config_for (eager calls), else the op's shape heuristic."""
     pre, norm, post = epi.split()
     if _norm_in_epilogue(weight, norm, precision):
         groups, eps = norm.params
         return torch.ops.cutlass_ext.fused_linear_group_norm.default(x, weight, bias, *pre.encode(), groups,
                                                                       *norm.affine, eps, *post.encode())
+    config = autotune.config_for(x, weight, bias, pre, precision, split) if tune else ""
     y = torch.ops.cutlass_ext.fused_linear.default(x, weight, bias, *pre.encode(), config, precision, split)
     return y if norm is None else _run_norm_stage(y, norm, post)
 
@@ -306,11 +308,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         reason = "invalid inputs"
     if reason is None:
         split = _weight_split(weight) if precision == "highest" else None
-        pre, norm, _ = epi.split()
-        config = "" if _norm_in_epilogue(weight, norm, precision) else \
-            autotune.config_for(x, weight, bias, pre, precision, split)
         try:
-            return _run_fused(x, weight, bias, epi, precision, config, split)
+            return _run_fused(x, weight, bias, epi, precision, split, tune=True)
         except RuntimeError:
             _check_linear_inputs(fn, x, weight, bias)
             epi.check_for(weight.shape[0], x.device, fn)
