@@ -243,6 +243,28 @@ def test_every_compiled_configuration(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("m,n,k", [
+    (4000, 2056, 64),    # ~2 tiles per CTA, one k-block each: the consumers find the chain unfinished and help
+    (8195, 4104, 512),   # ~8 tiles per CTA, partial tiles in M and N
+    (1100, 1032, 4096),  # under a wave: one tile per CTA, its chain run after the mainloop by every warp
+    (2056, 8192, 8192),  # the epilogue warp runs the chain while the next tile's mainloop runs
+], ids=str)
+def test_chain_deferred_to_the_next_mainloop(m, n, k, dtype):
+    """The 128x256 cooperative kernel that stashes each tile and runs its chain during the next tile's mainloop
+    (deferred_chain_epilogue_sm90.hpp): chunks of a tile are claimed by the epilogue warp and, when they are left,
+    by the consumer warps; every shape here gives a different split between them."""
+    config = f"{'bf16' if dtype == torch.bfloat16 else 'f16'}_128x256x64_2x1_cooperative_deferred"
+    assert config in torch.ops.cutlass_ext.fused_linear_configs(dtype)
+    x, w, b = make(m, n, k, dtype, bias=m % 2 == 0)
+    epi = Epilogue("add_vec(v) | silu | mul(0.5) | residual(0.25) | clamp(-1, 1) | tanh",
+                   v=torch.randn(n, device="cuda"))
+    check_against_float64(run_fused(x, w, b, epi, config), x, w, b, epi)
+    epi = Epilogue("silu | div(2) | clamp(-1, 1) | tanh | clamp(-1, 1)")  # a reference chain, the heuristic's pick
+    check_against_float64(run_fused(x, w, b, epi), x, w, b, epi)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_3d_input_and_empty_chain(dtype):
     x, w, b = make(7, 64, 32, dtype, batch=(2, 3))
     y = run_fused(x, w, b, Epilogue(""))

@@ -57,7 +57,8 @@ std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, FusedEpi
 // configuration when it is not in the build.
 const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue epilogue, int m, int n, int k,
                                                     const ChainProgram& program, int sm_count) {
-  (void)program;  // measured: the chain moved the best configuration only between near-ties
+  // Measured: the chain moved the best configuration only between near-ties, except in the last bucket below.
+  const bool has_chain = program.num_ops > 0;
   const auto first_compiled = [&] {
     const auto all = fused_linear_kernels(dtype, epilogue);
     return all.empty() ? nullptr : all.front();
@@ -99,8 +100,11 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
   } else {
     // At least a wave of 128x256 tiles and long K: the cooperative 128x256 tile has the most MMA throughput
     // (1024x8192x8192, H100, CUDA-graph replay: 178.7 us empty, 194.5 with the gelu chain, against 190.6 and
-    // 199.3 for 128x128 ping-pong); with the swish chain the two are within 1%.
-    pick = prefer(128, 256, "cooperative");
+    // 199.3 for 128x128 ping-pong); with the swish chain the two are within 1%. A chain runs deferred to the next
+    // tile's mainloop there (2048x8192x8192 gelu chain: 0.955x the plain kernel's time; 1024 rows: a tie; at short
+    // K the chain warps cannot keep up and it was slower, perf-notes item 22).
+    if (has_chain && dtype != DType::kF32) pick = prefer(128, 256, "cooperative_deferred");
+    if (pick == nullptr) pick = prefer(128, 256, "cooperative");
   }
   return pick != nullptr ? pick : first_compiled();
 }

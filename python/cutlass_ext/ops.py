@@ -277,8 +277,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``epilogue(x @ weight.T + bias)``, as nn.Linear followed by the chain, computed as ONE GEMM on Hopper.
 
     x: (..., in_features); weight: (out_features, in_features) as nn.Linear stores it; bias: (out_features,).
-    The chain runs in float32 on the accumulator plus bias; the result is in x's dtype. Inputs the fused kernels
-    cannot take run F.linear then the elementwise kernel (or the reference); ``linear_path`` says which and why.
+    The chain runs in float32 on the accumulator plus bias (rounded to x's dtype first by the configuration that
+    defers the chain to the next tile's mainloop, as F.linear's output is); the result is in x's dtype. Inputs the
+    fused kernels cannot take run F.linear then the elementwise kernel (or the reference); ``linear_path`` says
+    which and why.
 
     precision (float32 inputs only; None follows ``torch.get_float32_matmul_precision()``): 'highest' gives
     FP32-level accuracy by split TF32 (two GEMMs; the weight's split copy, twice its size, is cached while the

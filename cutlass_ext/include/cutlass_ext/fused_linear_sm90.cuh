@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "cutlass_ext/chain_epilogue_sm90.hpp"
+#include "cutlass_ext/deferred_chain_epilogue_sm90.hpp"
 #include "cutlass_ext/fused_linear.h"
 #include "cutlass_ext/group_norm_epilogue_sm90.hpp"
 
@@ -34,6 +35,14 @@ struct Cooperative {
   using Epilogue = cutlass::epilogue::TmaWarpSpecializedCooperative;
   using TileScheduler = void;  // persistent, data-parallel over output tiles
   static constexpr const char* kName = "cooperative";
+  static constexpr bool kDefersChain = false;
+};
+// The same, the chain deferred: the consumers store acc + bias and start the next tile while three producer warps
+// run the chain on the stored tile (deferred_chain_epilogue_sm90.hpp). The chain's input is rounded to the
+// output dtype first, as torch's is.
+struct CooperativeDeferred : Cooperative {
+  static constexpr const char* kName = "cooperative_deferred";
+  static constexpr bool kDefersChain = true;
 };
 // Two consumer warpgroups on alternating tiles: one's epilogue runs while the other's MMAs do, hiding the chain.
 struct Pingpong {
@@ -41,6 +50,7 @@ struct Pingpong {
   using Epilogue = cutlass::epilogue::TmaWarpSpecialized;
   using TileScheduler = void;
   static constexpr const char* kName = "pingpong";
+  static constexpr bool kDefersChain = false;
 };
 
 // The builder's mainloop with promoted accumulation: each k-block's wgmmas accumulate from zero into temporary
@@ -79,8 +89,11 @@ struct FusedLinear {
       ElementSource, cutlass::layout::RowMajor, 16 / sizeof(float),  // C: float32 or none
       Element, cutlass::layout::RowMajor, kAlignment,            // D
       typename Schedule::Epilogue, Fusion>::CollectiveOp;
-  using CollectiveEpilogue =
-      std::conditional_t<kGroupNorm, GroupNormEpilogue<BuiltEpilogue, Element>, BuiltEpilogue>;
+  static constexpr bool kDefersChain = Schedule::kDefersChain;
+  static_assert(!kDefersChain || kEpilogue == FusedEpilogue::kChain, "only chain(acc + bias) is deferred");
+  using CollectiveEpilogue = std::conditional_t<
+      kGroupNorm, GroupNormEpilogue<BuiltEpilogue, Element>,
+      std::conditional_t<kDefersChain, DeferredChainEpilogue<BuiltEpilogue, Element>, BuiltEpilogue>>;
 
   using BuiltMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
@@ -94,8 +107,9 @@ struct FusedLinear {
   using CollectiveMainloop = typename std::conditional_t<kAddsSource, PromotedAccumulation<BuiltMainloop>,
                                                          SameMainloop<BuiltMainloop>>::type;
 
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
-                                                      CollectiveEpilogue, typename Schedule::TileScheduler>;
+  using BuiltKernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
+                                                           CollectiveEpilogue, typename Schedule::TileScheduler>;
+  using Kernel = std::conditional_t<kDefersChain, DeferredChainKernel<BuiltKernel>, BuiltKernel>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static typename Gemm::Arguments arguments(const FusedLinearArgs& a, const ChainProgram& program) {
@@ -109,7 +123,14 @@ struct FusedLinear {
     // The fusion's arguments nest as its tree does (chain_epilogue_sm90.hpp).
     const typename BiasBroadcast<Element, TileShape>::Arguments bias{static_cast<const Element*>(a.bias), Element(0), {}};
     const typename Kernel::StrideD stride_d{a.ldo, cute::Int<1>{}, int64_t(0)};
-    if constexpr (kGroupNorm) {  // the bias and the pre-chain run before the norm, the post-chain in the fusion
+    if constexpr (kDefersChain) {  // CUTLASS's epilogue stores acc + bias; the chain runs after it (deferred_...)
+      args.epilogue.base.thread = {{{}, bias, {}}, ChainProgram{}};
+      args.epilogue.base.ptr_D = static_cast<Element*>(a.out);
+      args.epilogue.base.dD = stride_d;
+      args.epilogue.base.ptr_C = nullptr;
+      args.epilogue.base.dC = stride_d;
+      args.epilogue.chain = {a.out, a.ldo, program};
+    } else if constexpr (kGroupNorm) {  // the bias and the pre-chain run before the norm, the post-chain in the fusion
       args.epilogue.base.thread = {{}, a.norm->post};
       args.epilogue.base.ptr_D = static_cast<Element*>(a.out);
       args.epilogue.base.dD = stride_d;
