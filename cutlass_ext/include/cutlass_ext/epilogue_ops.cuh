@@ -30,27 +30,57 @@ __device__ __forceinline__ float clamp(float v, float lo, float hi) {
 
 __device__ __forceinline__ float leaky_relu(float v, float slope) { return v > 0.f ? v : v * slope; }
 
-__device__ __forceinline__ float gelu(float v) {
-  constexpr float kSqrtHalf = 0.70710678118654752440f;
-  return v * 0.5f * (1.f + erff(v * kSqrtHalf));
-}
-
-__device__ __forceinline__ float gelu_tanh(float v) {
-  constexpr float kBeta = 0.79788456080286535588f;  // sqrt(2 / pi)
-  constexpr float kKappa = 0.044715f;
-  const float inner = kBeta * (v + kKappa * (v * v * v));
-  return 0.5f * v * (1.f + tanhf(inner));
-}
-
-// 1 / d for the denominators of sigmoid and silu, d = 1 + exp(-v), which lie in [1, inf] or are NaN: the hardware
-// reciprocal (MUFU.RCP, at most 1 ulp from the correctly rounded result), which gives 1/inf = 0 and NaN for NaN as
-// a division does. Why not torch's IEEE division: an IEEE division or __frcp_rn compiles to ~70 instructions with
-// a slow path for operands that cannot occur here, which made silu the most expensive op of the reference chains
-// (docs/perf-notes.md, round 3). .ftz only matters for d > 2^126, where 1/d is subnormal and becomes 0.
+// 1 / d for the denominators of sigmoid, silu and gelu_tanh, d = 1 + exp(-y), which lie in [1, inf] or are NaN:
+// the hardware reciprocal (MUFU.RCP, at most 1 ulp from the correctly rounded result), which gives 1/inf = 0 and
+// NaN for NaN as a division does. Why not torch's IEEE division: an IEEE division or __frcp_rn compiles to ~70
+// instructions with a slow path for operands that cannot occur here, which made silu the most expensive op of the
+// reference chains (docs/perf-notes.md, round 3). .ftz only matters for d > 2^126, where 1/d is subnormal and
+// becomes 0.
 __device__ __forceinline__ float reciprocal_of_denominator(float d) {
   float r;
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(d));
   return r;
+}
+
+// 2^a by the hardware (MUFU.EX2, about 2 ulp): 2^-inf = 0, 2^inf = inf, NaN stays NaN. .ftz: results under 2^-126
+// become 0, where the ops below need only their absolute value.
+__device__ __forceinline__ float exp2_approx(float a) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(a));
+  return r;
+}
+
+// torch's exact GELU, v/2 (1 + erf(v / sqrt 2)) = v Phi(v), Phi the standard normal CDF, computed as
+//   q = Phi(-|v|) = 2^(R(min(|v|, 5.6)) - v^2 / (2 ln 2)),   Phi(v) = 1/2 + sign(v) (1/2 - q),
+// R(t) = log2(erfcx(t / sqrt 2) / 2) a degree-8 polynomial (tools/fit_gelu.py: weighted least squares on
+// [0, 5.6], weight q, so that q's absolute error is 7.5e-9 in exact arithmetic). Why not erff: ~16 instructions
+// instead of ~28 (erff merges two polynomials with selects); GELU is the costliest op of most chains, and a fused
+// epilogue's chain is time in which no MMA runs (docs/perf-notes.md, item 24). Accuracy, float32 emulation of
+// this code against float64, by range of v (max relative error, ours / torch's float32 GELU on the CPU):
+// [-5,-4) 5.8e-2 / 4.9e-2 (values under 1.3e-4), [-4,-3) 6.2e-4 / 9.3e-4, [-3,-2) 1.3e-5 / 6.3e-5, [-1,1) 3.0e-7 /
+// 6.9e-7, [1,12) 1.3e-7 / 1.9e-7; under -5.5 both give -0 (q rounds away against 1/2; torch's 1 + erf rounds to
+// 0). Specials as torch's: gelu(inf) = inf, gelu(-inf) = -inf * 0 = NaN, NaN stays NaN (min drops a NaN, v * v
+// keeps it); v * v = inf makes q = 0.
+__device__ __forceinline__ float gelu(float v) {
+  constexpr float kR[] = {-1.f, -1.15110576f, 0.262142599f, -0.0525050275f, 0.00707547227f, -0.000145870406f,
+                          -0.000182547534f, 3.86207466e-05f, -2.77205049e-06f};
+  constexpr float kMinusHalfLog2e = -0.72134752044448170368f;  // -1 / (2 ln 2)
+  const float t = fminf(fabsf(v), 5.6f);
+  float r = kR[8];
+#pragma unroll
+  for (int i = 7; i >= 0; --i) r = fmaf(r, t, kR[i]);
+  const float q = exp2_approx(fmaf(kMinusHalfLog2e, v * v, r));
+  return v * (0.5f + copysignf(0.5f - q, v));
+}
+
+// torch's tanh GELU, v/2 (1 + tanh(u)), u = sqrt(2/pi) (v + 0.044715 v^3), as v sigmoid(2u) = v / (1 + e^-2u):
+// the same value without tanhf (7 instructions instead of 24) and without the cancellation of 1 + tanh(u) for
+// negative u. Specials as torch's: inf -> inf, -inf -> -inf * 0 = NaN, NaN -> NaN.
+__device__ __forceinline__ float gelu_tanh(float v) {
+  constexpr float kC1 = -2.30220819813f;   // -2 sqrt(2/pi) log2(e)
+  constexpr float kC3 = -0.10294323958f;   // kC1 * 0.044715
+  const float minus_2u_log2e = v * fmaf(kC3, v * v, kC1);
+  return v * reciprocal_of_denominator(1.f + exp2_approx(minus_2u_log2e));
 }
 
 // torch: v / (1 + exp(-v)), and 1 / (1 + exp(-v)). Same NaN/inf results: -inf * 0 is NaN as -inf / inf is.
