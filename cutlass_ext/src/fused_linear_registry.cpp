@@ -66,6 +66,7 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
   if (epilogue == FusedEpilogue::kGroupNorm) return first_compiled();  // one configuration: 128x256, 1x2 cluster
   const int64_t tiles_128 = tiles(m, n, 128, 128);
   const int64_t tiles_256 = tiles(m, n, 128, 256);
+  const bool wave_256 = tiles_256 * 10 >= int64_t(sm_count) * 9;  // at least 90% of a wave of 128x256 tiles
   const FusedLinearKernel* pick = nullptr;
   auto prefer = [&](int tile_m, int tile_n, const char* schedule) {
     return find_config(dtype, epilogue, tile_m, tile_n, schedule);
@@ -90,20 +91,26 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
     // schedule; the 128x256 cooperative tile puts the most threads on it (4096x1024x1024: 25.2 us against 29.0
     // for 128x128 cooperative, H100).
     pick = prefer(128, 256, "cooperative");
-  } else if (tiles_128 <= 2 * sm_count) {
-    // Up to two waves of 128x128 tiles: 128x128 cooperative, a 2x1 cluster sharing the weight loads.
+  } else if (tiles_128 <= 2 * sm_count && !wave_256) {
+    // Up to two waves of 128x128 tiles and under ~a wave of 128x256: 128x128 cooperative, a 2x1 cluster sharing
+    // the weight loads.
     pick = prefer(128, 128, "cooperative");
-  } else if (tiles_256 < sm_count || k <= 4096) {
-    // Many tiles, moderate K (or under a wave of 128x256): ping-pong hides the chain behind the other
-    // warpgroup's MMAs; its 2x1 cluster halves the weight loads (8192x4096x4096: 442 us against 518 for 1x1).
+  } else if (k <= 4096 && n > 1024 && tiles_128 > 2 * sm_count) {
+    // Many tiles, moderate K: ping-pong hides the chain behind the other warpgroup's MMAs; its 2x1 cluster halves
+    // the weight loads (8192x4096x4096: 442 us against 518 for 1x1).
     pick = prefer(128, 128, "pingpong");
   } else {
-    // At least a wave of 128x256 tiles and long K: the cooperative 128x256 tile has the most MMA throughput
+    // The 128x256 cooperative tile has the most MMA throughput: at least ~a wave of its tiles and long K
     // (1024x8192x8192, H100, CUDA-graph replay: 178.7 us empty, 194.5 with the gelu chain, against 190.6 and
-    // 199.3 for 128x128 ping-pong); with the swish chain the two are within 1%. A chain runs deferred to the next
-    // tile's mainloop there (2048x8192x8192 gelu chain: 0.955x the plain kernel's time; 1024 rows: a tie; at short
-    // K the chain warps cannot keep up and it was slower, perf-notes item 22).
-    if (has_chain && dtype != DType::kF32) pick = prefer(128, 256, "cooperative_deferred");
+    // 199.3 for 128x128 ping-pong; with the swish chain the two are within 1%); N = 1024 at K = 4096
+    // (8192x1024x4096: 1.18x F.linear against 1.29-1.32x for ping-pong, two runs); and a near-full single wave
+    // (512x8192x4096: 1.18x against 1.24-1.25x for 128x128 cooperative; perf-notes item 25).
+    // With a chain, at least a full wave and K > 4096 the chain runs deferred to the next tile's mainloop
+    // (2048x8192x8192 gelu chain: 0.955x the plain kernel's time; 1024 rows: a tie; at short K or one tile per
+    // CTA the chain warps cannot keep up and it was slower, perf-notes items 22 and 25).
+    if (has_chain && dtype != DType::kF32 && tiles_256 >= sm_count && k > 4096) {
+      pick = prefer(128, 256, "cooperative_deferred");
+    }
     if (pick == nullptr) pick = prefer(128, 256, "cooperative");
   }
   return pick != nullptr ? pick : first_compiled();
