@@ -59,11 +59,9 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
                                                     const ChainProgram& program, int sm_count) {
   // Measured: the chain moved the best configuration only between near-ties, except in the last bucket below.
   const bool has_chain = program.num_ops > 0;
-  const auto first_compiled = [&] {
-    const auto all = fused_linear_kernels(dtype, epilogue);
-    return all.empty() ? nullptr : all.front();
-  };
-  if (epilogue == FusedEpilogue::kGroupNorm) return first_compiled();  // one configuration: 128x256, 1x2 cluster
+  if (epilogue == FusedEpilogue::kGroupNorm) {  // one configuration: 128x256, 1x2 cluster
+    return find_if(dtype, epilogue, [](const FusedLinearKernel&) { return true; });
+  }
   const int64_t tiles_128 = tiles(m, n, 128, 128);
   const int64_t tiles_256 = tiles(m, n, 128, 256);
   const bool wave_256 = tiles_256 * 10 >= int64_t(sm_count) * 9;  // at least 90% of a wave of 128x256 tiles
@@ -113,7 +111,11 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
     }
     if (pick == nullptr) pick = prefer(128, 256, "cooperative");
   }
-  return pick != nullptr ? pick : first_compiled();
+  if (pick == nullptr) {  // the preferred configuration is not in this build: the first compiled, by name
+    const auto all = fused_linear_kernels(dtype, epilogue);
+    pick = all.empty() ? nullptr : all.front();
+  }
+  return pick;
 }
 
 }  // namespace cutlass_ext
