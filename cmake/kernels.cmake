@@ -21,16 +21,18 @@ foreach(dtype bf16 f16)
   # 128x128 stream-K cooperative were tried and dropped: rarely best, never by more than a few percent.
   foreach(config 128x256x64_2x1_cooperative 128x128x64_2x1_cooperative 128x128x64_2x1_pingpong
                  64x128x64_1x1_pingpong
-                 # the chain run during the next tile's mainloop (deferred_chain_epilogue_sm90.hpp)
+                 # the chain of most tiles run during the next tile's mainloop (deferred_chain_epilogue_sm90.hpp)
                  128x256x64_2x1_cooperative_deferred
                  # the GroupNorm in the epilogue (group_norm_epilogue_sm90.hpp): a 1x2 cluster covers 512 features
                  128x256x64_1x2_cooperative_gn)
     list(APPEND sm90_sources cutlass_ext/kernels/fused_linear_sm90_${dtype}_${config}.cu)
   endforeach()
 endforeach()
-# float32 on TF32 tensor cores: three tiles of chain(acc + bias), and two of chain(acc + C + bias) with promoted
-# accumulation (_addc: the split-precision path's final GEMM; its doubled accumulators rule out 128x256).
+# float32 on TF32 tensor cores: three tiles of chain(acc + bias) and the deferred-chain 128x256, and two of
+# chain(acc + C + bias) with promoted accumulation (_addc: the split-precision path's final GEMM; its doubled
+# accumulators rule out 128x256).
 foreach(config 128x256x32_2x1_cooperative 128x128x32_2x1_cooperative 64x128x32_1x1_pingpong
+               128x256x32_2x1_cooperative_deferred
                128x128x32_2x1_cooperative_addc 64x128x32_1x1_pingpong_addc)
   list(APPEND sm90_sources cutlass_ext/kernels/fused_linear_sm90_tf32_${config}.cu)
 endforeach()

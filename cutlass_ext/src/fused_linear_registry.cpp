@@ -103,13 +103,17 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
     // 199.3 for 128x128 ping-pong; with the swish chain the two are within 1%); N = 1024 at K = 4096
     // (8192x1024x4096: 1.18x F.linear against 1.29-1.32x for ping-pong, two runs); and a near-full single wave
     // (512x8192x4096: 1.18x against 1.24-1.25x for 128x128 cooperative; perf-notes item 25).
-    // With a chain, at least a full wave and K > 4096 the chain runs deferred to the next tile's mainloop
-    // (2048x8192x8192 gelu chain: 0.955x the plain kernel's time; 1024 rows: a tie; at short K or one tile per
-    // CTA the chain warps cannot keep up and it was slower, perf-notes items 22 and 25).
-    if (has_chain && dtype != DType::kF32 && tiles_256 >= sm_count && k > 4096) {
-      pick = prefer(128, 256, "cooperative_deferred");
-    }
-    if (pick == nullptr) pick = prefer(128, 256, "cooperative");
+    pick = prefer(128, 256, "cooperative");
+  }
+  // With a chain, long K and more than a wave of 128x256 tiles, the deferred-chain variant of the 128x256
+  // cooperative (deferred_chain_epilogue_sm90.hpp) runs the chain of every tile but each CTA's last during the
+  // next tile's mainloop (H100, gelu chain, time / F.linear: 2048x8192x8192 0.998 against 1.045; swish chain at
+  // 1024 rows 1.110 against 1.147; TF32 swish chain at 1024 rows 1.009 against 1.055; perf-notes item 26). At
+  // one tile per CTA it costs 1-6% more than the plain kernel, and at short K its chain warps compete with the
+  // consumers' own chain for issue slots (8192x4096x1024: 1.711 against 1.556).
+  const bool defers = has_chain && epilogue == FusedEpilogue::kChain && k > 4096 && tiles_256 > sm_count;
+  if (defers && pick != nullptr && pick->tile_m == 128 && pick->tile_n == 256 && pick->schedule == "cooperative") {
+    if (const FusedLinearKernel* deferred = prefer(128, 256, "cooperative_deferred")) pick = deferred;
   }
   if (pick == nullptr) {  // the preferred configuration is not in this build: the first compiled, by name
     const auto all = fused_linear_kernels(dtype, epilogue);

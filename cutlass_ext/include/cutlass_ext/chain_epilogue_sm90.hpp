@@ -17,7 +17,10 @@
 
 namespace cutlass_ext::sm90 {
 
-template <class ElementOutput>
+// kRoundsInput: the chain's input is rounded to ElementOutput first. The deferred-chain kernel runs some tiles' chain
+// in registers and the others on the stored, rounded values (deferred_chain_epilogue_sm90.hpp): both must give the
+// same values.
+template <class ElementOutput, bool kRoundsInput = false>
 struct ChainNode {
   struct SharedStorage {};
   using Arguments = ChainProgram;
@@ -73,6 +76,10 @@ struct ChainNode {
       if (params.num_ops == 0) {  // uniform: no call, no feature indices (the split-precision path's first GEMM)
         return cutlass::NumericArrayConverter<ElementOutput, float, FragmentSize>{}(v);
       }
+      if constexpr (kRoundsInput) {
+        v = cutlass::NumericArrayConverter<float, ElementOutput, FragmentSize>{}(
+            cutlass::NumericArrayConverter<ElementOutput, float, FragmentSize>{}(v));
+      }
       auto coords = tCcD(cute::_, cute::_, cute::_, epi_m, epi_n);
       const int first_n = n - int(cute::get<1>(residue));
       // Columns past N (a partial tile) are never stored; clamp them so that vector reads stay in bounds.
@@ -107,10 +114,10 @@ using Plus = evt::Sm90Compute<cutlass::plus, float, float, cutlass::FloatRoundSt
 template <class Element>
 using ChainFusion = evt::Sm90EVT<ChainNode<Element>, evt::Sm90AccFetch>;
 
-// chain(acc + bias[n])
+// chain(acc + bias[n]); with kRoundsInput, chain(round(acc + bias[n]))
 //   arguments: {{acc: {}, bias: {ptr, 0, {}}, plus: {}}, chain: ChainProgram}
-template <class Element, class TileShape>
-using LinearChainFusion = evt::Sm90EVT<ChainNode<Element>,                              // chain(v0), cast
+template <class Element, class TileShape, bool kRoundsInput = false>
+using LinearChainFusion = evt::Sm90EVT<ChainNode<Element, kRoundsInput>,                // chain(v0), cast
                                        evt::Sm90EVT<Plus,                               // v0 = acc + bias[n]
                                                     evt::Sm90AccFetch,                  // acc
                                                     BiasBroadcast<Element, TileShape>>>;

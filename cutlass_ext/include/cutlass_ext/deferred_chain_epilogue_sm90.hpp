@@ -1,30 +1,47 @@
 // The chain, run while the tensor cores work on the next tile: a variant of CUTLASS's sm90 cooperative kernel
-// whose three idle producer warps run the chain.
+// whose three idle producer warps run the chain of some of the tiles.
 //
 // Why: in the cooperative schedule both consumer warpgroups run the epilogue after the mainloop, and the tensor
 // cores idle meanwhile. A chain such as swish | div | clamp | tanh | clamp is ~40 instructions per output value,
 // which at 1024x8192x8192 cost +10-16% over the empty chain (docs/perf-notes.md, round 3), all of it time without
-// MMAs. Here the consumers only store acc + bias rounded to the output dtype (CUTLASS's TMA epilogue with an empty
-// chain; torch too rounds a Linear's output before its tail), then go on to the next tile's mainloop. Warps 1-3 of
-// the producer warpgroup (CUTLASS leaves them idle without a C operand) read the tile back while it is still in
-// L2, run the chain and store it again. After their last tile the consumers join them. The work is in chunks of
-// rows, claimed one at a time with a ticket counter, so whoever is free takes the next one.
+// MMAs.
 //
-// Measured (perf-notes items 21-22): 0.955x the plain kernel's time at 2048x8192x8192 with the gelu chain, a tie at
-// 1024 rows, slower at short K (one tile per CTA leaves nothing to hide behind): the heuristic picks it for long K
-// only. Why not a stash in shared memory: 64 KB leaves room for 3 mainloop stages instead of 4 (3-6% with an empty
-// chain), and CUTLASS's own kernel gives its epilogue one idle warp, which cannot keep up with the mainloop.
+// Each tile goes one of two ways, decided by the consumers once its mainloop is done:
+//   deferred:      the consumers store acc + bias rounded to the output dtype (CUTLASS's TMA epilogue with an
+//                  empty chain; torch too rounds a Linear's output before its tail), publish the tile and start the
+//                  next mainloop. Warps 1-3 of the producer warpgroup (CUTLASS leaves them idle without a C
+//                  operand) read it back while it is still in L2, run the chain and store it again, in chunks of
+//                  rows that whoever is free claims one at a time.
+//   in registers:  the consumers run the chain on the accumulators before the store, as the plain cooperative
+//                  kernel does, on the same rounded input (ChainNode's kRoundsInput): both ways give equal values.
+// A tile is deferred when the chain warps have claimed every chunk of the tile deferred before it, and it is not
+// the CTA's last one (no mainloop would hide its chain, and reading a tile back costs more than running the chain
+// on registers). So at long K every tile but the last is deferred, at short K the chain warps take the share they
+// keep up with, and with one tile per CTA every tile runs in registers. After their last tile the consumers help
+// with the chunks left.
+//
+// Measured (H100, time / F.linear, perf-notes items 21-22 and 26): the first version deferred every tile, the last
+// included: 0.955x the plain kernel's time at 2048x8192x8192 with the gelu chain, a tie at 1024 rows, slower at
+// short K and at one tile per CTA. This one: 0.998 against the plain kernel's 1.045 at 2048 rows (gelu chain),
+// 1.110 against 1.147 at 1024 rows (swish chain), 1.009 against 1.055 in TF32 (swish chain, 1024 rows); but 1-6%
+// slower than the plain kernel at one tile per CTA, and 10% at K = 1024 with ~4 tiles per CTA, where the chain is
+// most of a tile's time and the chain warps take issue slots from the consumers' own chain: the heuristic picks
+// it for long K and more than a wave of tiles. Why not a stash in shared memory: 64 KB leaves room for 3 mainloop
+// stages instead of 4 (3-6% with an empty chain), and CUTLASS's own kernel gives its epilogue one idle warp, which
+// cannot keep up with the mainloop.
 //
 // Synchronization, with p a tile's sequence number in this CTA (every warp walks the same tile sequence):
-//   tiles_written: the number of tiles stored; after a tile's stores the consumers meet at a named barrier and
-//                  one of them adds 1 (release). A chain warp waits for a count past p (acquire) to read tile p.
-//   next_ticket:   chunk c of tile p is ticket p * kChunks + c; a warp takes the next ticket and runs its chunk, until
-//                  the ticket's tile is past the CTA's last one. Tickets only grow, so each warp meets the tiles in
-//                  order and every chunk runs exactly once.
-// The output tile is its own buffer: nothing is reused, so the consumers never wait for the chain warps.
+//   work:      (p << kChunkBits) | c: the last deferred tile and the next of its kChunks row chunks to claim. A
+//              claimer reads it, and if c < kChunks adds 1 (acquire) and runs chunk c of the value it got back
+//              when that one is still under kChunks. Consumer thread 0 writes (p << kChunkBits) (release) once tile
+//              p's stores are complete. A tile is deferred only when c >= kChunks, so a tile with chunks left is never
+//              replaced; and c passes kChunks by at most the number of claimers, far from the sequence bits.
+//   finished:  set (release) by consumer thread 0 after its last tile, after its last write to work. A claimer
+//              that reads it set, then finds no chunk left, stops.
 #pragma once
 
 #include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
 #include <cutlass/arch/reg_reconfig.h>
 #include <cutlass/numeric_conversion.h>
 
@@ -40,7 +57,8 @@ struct DeferredChainParams {
 
 // What the kernel below needs from its epilogue. It is also the CollectiveEpilogue that CUTLASS's cooperative kernel
 // (which this kernel derives from, for its arguments, shared storage and launch) is instantiated with. Base is the
-// builder's epilogue for the same tile and fusion, run with an empty chain: it stores acc + bias, rounded.
+// builder's epilogue for the same tile, its fusion chain(round(acc + bias)): run with an empty chain for the
+// deferred tiles, with the chain for the others.
 template <class Base, class Element>
 struct DeferredChainEpilogue {
   using ElementC = typename Base::ElementC;
@@ -63,48 +81,59 @@ struct DeferredChainEpilogue {
   static constexpr int kTileN = cute::size<1>(typename Base::CtaTileMNK{});
   static_assert(kTileM == 128 && kTileN == 256, "written for the 128x256 cooperative tile");
   static constexpr int kConsumerThreads = 2 * cutlass::NumThreadsPerWarpGroup;
-  static constexpr int kValuesPerLane = 8;  // 16 bytes: a warp covers one 256-column row
+  static constexpr int kValuesPerLane = 8;  // a warp covers one 256-column row, 16 or 32 bytes per lane
   static_assert(kTileN == 32 * kValuesPerLane);
   static constexpr int kRowsPerChunk = 2;
   static constexpr int kChunks = kTileM / kRowsPerChunk;
+  static constexpr int kChunkBits = 12;  // kChunks plus the claimers' overshoot (at most 11 warps) fits
+  static_assert(kChunks + 32 < (1 << kChunkBits));
+  static constexpr uint32_t kMaxSequence = (1u << (32 - kChunkBits)) - 1;  // later tiles run in registers
+  static constexpr uint32_t kNoChunk = ~0u;                                // its chunk bits are >= kChunks
+  // The consumers' decision barrier, one past CUTLASS's reserved ones.
+  static constexpr int kDecisionBarrier = int(cutlass::arch::ReservedNamedBarriers::FirstUserBarrier);
 
   struct TensorStorage {
     typename Base::TensorStorage base;
-    uint32_t tiles_written;
-    uint32_t next_ticket;
+    uint32_t work;
+    uint32_t finished;
   };
   struct SharedStorage {
     TensorStorage tensors;
     PipelineStorage pipeline;
   };
   struct Arguments {
-    typename Base::Arguments base;
+    typename Base::Arguments plain;    // an empty chain: stores round(acc + bias) (the deferred tiles)
+    typename Base::Arguments chained;  // the chain (the tiles in registers)
     DeferredChainParams chain;
   };
   struct Params {
-    typename Base::Params base;
+    typename Base::Params plain;
+    typename Base::Params chained;
     DeferredChainParams chain;
   };
 
+  // The fusion has no workspace (bias broadcast and chain), so the two share the one Base asks for: none.
   template <class ProblemShape>
   static Params to_underlying_arguments(ProblemShape const& shape, Arguments const& args, void* workspace) {
-    return Params{Base::to_underlying_arguments(shape, args.base, workspace), args.chain};
+    return Params{Base::to_underlying_arguments(shape, args.plain, workspace),
+                  Base::to_underlying_arguments(shape, args.chained, workspace), args.chain};
   }
   template <class ProblemShape>
   static size_t get_workspace_size(ProblemShape const& shape, Arguments const& args) {
-    return Base::get_workspace_size(shape, args.base);
+    return Base::get_workspace_size(shape, args.plain);
   }
   template <class ProblemShape>
   static cutlass::Status initialize_workspace(ProblemShape const& shape, Arguments const& args, void* workspace,
                                               cudaStream_t stream, cutlass::CudaHostAdapter* adapter = nullptr) {
-    return Base::initialize_workspace(shape, args.base, workspace, stream, adapter);
+    return Base::initialize_workspace(shape, args.plain, workspace, stream, adapter);
   }
   template <class ProblemShape>
   static bool can_implement(ProblemShape const& shape, Arguments const& args) {
-    return Base::can_implement(shape, args.base);
+    return Base::can_implement(shape, args.plain) && Base::can_implement(shape, args.chained);
   }
   CUTLASS_DEVICE static void prefetch_tma_descriptors(Params const& params) {
-    Base::prefetch_tma_descriptors(params.base);
+    Base::prefetch_tma_descriptors(params.plain);
+    Base::prefetch_tma_descriptors(params.chained);
   }
 
   struct Tile {
@@ -112,78 +141,136 @@ struct DeferredChainEpilogue {
     int m, n;    // the problem's
   };
 
-  // Call in every thread before the kernel's first barrier; thread 0 zeroes the counters.
+  // Call in every thread before the kernel's first barrier; thread 0 sets the counters.
   CUTLASS_DEVICE DeferredChainEpilogue(Params const& params_, TensorStorage& shared_)
-      : base(params_.base, shared_.base), params(params_.chain), shared(shared_) {
-    if (threadIdx.x == 0) shared.tiles_written = shared.next_ticket = 0;
+      : params(params_), shared(shared_) {
+    if (threadIdx.x == 0) {
+      shared.work = kChunks;  // no tile, no chunk left: the first tile is deferred
+      shared.finished = 0;
+    }
   }
 
-  Base base;  // the consumers store each tile with it
+  // The epilogue that stores a tile: the chain in registers, or round(acc + bias) for a deferred tile.
+  CUTLASS_DEVICE Base tile_store(bool deferred) {
+    return Base(deferred ? params.plain : params.chained, shared.base);
+  }
 
-  // A consumer thread, after base.store() of a tile: once the tile's TMA stores are complete (the thread that
-  // issued them waits) and both warpgroups are here (one may be tiles ahead at short K), the count of stored tiles
-  // moves, with release order.
-  CUTLASS_DEVICE void publish_tile(int thread_idx) {
-    if (thread_idx < cutlass::NumThreadsPerWarp) {  // CUTLASS's epilogue issues its TMA stores from this warp
+  // Every consumer thread, after tile `sequence`'s mainloop: whether to defer it, the same answer in all of them.
+  CUTLASS_DEVICE bool defer_tile(uint32_t sequence, bool last, int thread_idx) {
+    if (params.chain.chain.num_ops == 0 || last || sequence >= kMaxSequence) return false;  // uniform
+    uint32_t claimed_all = 0;
+    if (thread_idx == 0) claimed_all = chunk_of(load_relaxed(&shared.work)) >= kChunks;
+    uint32_t any;  // thread 0's answer, for all: an OR over the consumers at a named barrier
+    asm volatile(
+        "{\n .reg .pred p, q;\n setp.ne.u32 p, %1, 0;\n bar.red.or.pred q, %2, %3, p;\n selp.u32 %0, 1, 0, q;\n}"
+        : "=r"(any)
+        : "r"(claimed_all), "n"(kDecisionBarrier), "n"(kConsumerThreads)
+        : "memory");
+    return warp_uniform(any) != 0;
+  }
+
+  // Every consumer thread, after the store of a deferred tile: once its TMA stores are complete, the tile is
+  // published. The stores are all issued by warp 0 (CUTLASS's epilogue, after a barrier of every consumer), so
+  // only warp 0 waits; the others go on to the next mainloop.
+  CUTLASS_DEVICE void publish_tile(uint32_t sequence, int thread_idx) {
+    if (warp_uniform(thread_idx / cutlass::NumThreadsPerWarp) == 0) {
       asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
       asm volatile("fence.proxy.async.global;" ::: "memory");
-    }
-    cutlass::arch::NamedBarrier::sync(kConsumerThreads, cutlass::arch::ReservedNamedBarriers::EpilogueBarrier);
-    if (thread_idx == 0) {
-      const uint32_t counter = cute::cast_smem_ptr_to_uint(&shared.tiles_written);
-      asm volatile("red.release.cta.shared::cta.add.u32 [%0], 1;" :: "r"(counter) : "memory");
+      __syncwarp();
+      if (thread_idx == 0) store_release(&shared.work, sequence << kChunkBits);
     }
   }
 
-  // One warp, all lanes: claims chunks and runs the chain on them until the tiles run out. tile_at(p) gives the
-  // Tile of sequence number p (called with non-decreasing p), with m0 < 0 past the CTA's last tile.
+  // Consumer thread 0, after its last tile's store.
+  CUTLASS_DEVICE void finish(int thread_idx) {
+    if (thread_idx == 0) store_release(&shared.finished, 1);
+  }
+
+  // One warp, all lanes: claims chunks and runs the chain on them until the consumers have finished and no chunk is
+  // left. tile_at(p) gives the Tile of sequence number p (called with non-decreasing p).
   template <class TileAt>
   CUTLASS_DEVICE void run_chain(TileAt&& tile_at, int lane) {
-    if (params.chain.num_ops == 0) return;  // uniform: the consumers stored the final values
-    const uint32_t counter = cute::cast_smem_ptr_to_uint(&shared.tiles_written);
+    if (params.chain.chain.num_ops == 0) return;  // uniform: nothing is ever deferred
     while (true) {
-      uint32_t ticket = 0;
-      if (lane == 0) ticket = atomicAdd(&shared.next_ticket, 1u);
-      ticket = __shfl_sync(0xffffffffu, ticket, 0);
-      const uint32_t seq = ticket / kChunks;
-      const Tile tile = tile_at(seq);
-      if (tile.m0 < 0) return;
-      while (true) {
-        uint32_t written;
-        asm volatile("ld.acquire.cta.shared::cta.u32 %0, [%1];" : "=r"(written) : "r"(counter) : "memory");
-        if (written > seq) break;
-        __nanosleep(200);  // spinning would take issue slots from the mainloop's warps
-      }
-      run_chunk(int(ticket % kChunks), tile, lane);
+      uint32_t claimed = 0;
+      if (lane == 0) claimed = claim_chunk();
+      claimed = __shfl_sync(0xffffffffu, claimed, 0);
+      if (claimed == kNoChunk) return;
+      run_chunk(int(chunk_of(claimed)), tile_at(claimed >> kChunkBits), lane);
     }
   }
 
  private:
-  DeferredChainParams const& params;  // the chain and where it runs
+  Params const& params;
   TensorStorage& shared;
 
-  // The chain over kRowsPerChunk rows of the tile, 8 consecutive columns per lane: a 16-byte load and store per
-  // lane, a whole 512-byte row per warp instruction. The loads of all rows go first.
+  CUTLASS_DEVICE static uint32_t chunk_of(uint32_t work) { return work & ((1u << kChunkBits) - 1); }
+
+  // v, which is the same in every lane, as a value the compiler knows to be: a branch on it does not make the
+  // consumers' loop divergent, which would move the mainloop's addressing off the uniform datapath (measured: ~5
+  // R2UR per wgmma, and 1.14x the plain kernel's time at 4096x1024x1024).
+  template <class T>
+  CUTLASS_DEVICE static T warp_uniform(T v) {
+    return __shfl_sync(0xffffffffu, v, 0);
+  }
+
+  CUTLASS_DEVICE static uint32_t load_relaxed(uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.relaxed.cta.shared::cta.u32 %0, [%1];" : "=r"(v) : "r"(cute::cast_smem_ptr_to_uint(p)) : "memory");
+    return v;
+  }
+  CUTLASS_DEVICE static uint32_t load_acquire(uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.acquire.cta.shared::cta.u32 %0, [%1];" : "=r"(v) : "r"(cute::cast_smem_ptr_to_uint(p)) : "memory");
+    return v;
+  }
+  CUTLASS_DEVICE static void store_release(uint32_t* p, uint32_t v) {
+    asm volatile("st.release.cta.shared::cta.u32 [%0], %1;" :: "r"(cute::cast_smem_ptr_to_uint(p)), "r"(v) : "memory");
+  }
+
+  // Lane 0 of a claimer: the next chunk (as work's value with that chunk), waiting for one to be published;
+  // kNoChunk once the consumers have finished and every chunk is claimed.
+  CUTLASS_DEVICE uint32_t claim_chunk() {
+    while (true) {
+      // finished first: once it reads set, the read of work below sees the last publication.
+      const bool finished = load_acquire(&shared.finished) != 0;
+      if (chunk_of(load_relaxed(&shared.work)) < kChunks) {
+        uint32_t claimed;
+        asm volatile("atom.acquire.cta.shared::cta.add.u32 %0, [%1], 1;"
+                     : "=r"(claimed) : "r"(cute::cast_smem_ptr_to_uint(&shared.work)) : "memory");
+        if (chunk_of(claimed) < kChunks) return claimed;
+      } else if (finished) {
+        return kNoChunk;
+      } else {
+        __nanosleep(200);  // spinning would take issue slots from the mainloop's warps
+      }
+    }
+  }
+
+  // The chain over kRowsPerChunk rows of the tile, 8 consecutive columns per lane: one or two 16-byte loads and
+  // stores per lane, a whole row per warp instruction. The loads of all rows go first.
   CUTLASS_DEVICE void run_chunk(int chunk, Tile tile, int lane) {
-    using Values = cutlass::Array<Element, kValuesPerLane>;
+    using Values = cutlass::AlignedArray<Element, kValuesPerLane, 16>;  // rows are 16-byte aligned
     const int feature = tile.n0 + kValuesPerLane * lane;
     if (feature >= tile.n) return;  // n is a multiple of 8: a lane's 8 columns are all in or all out
-    Element* out = static_cast<Element*>(params.out) + feature;
+    Element* out = static_cast<Element*>(params.chain.out) + feature;
     const int row0 = tile.m0 + chunk * kRowsPerChunk;
     Values in[kRowsPerChunk];
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < kRowsPerChunk; ++i) {
-      if (row0 + i < tile.m) in[i] = *reinterpret_cast<const Values*>(out + int64_t(row0 + i) * params.ldo);
+      if (row0 + i < tile.m) in[i] = *reinterpret_cast<const Values*>(out + int64_t(row0 + i) * params.chain.ldo);
     }
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < kRowsPerChunk; ++i) {
       if (row0 + i >= tile.m) break;
       cutlass::Array<float, kValuesPerLane> v =
           cutlass::NumericArrayConverter<float, Element, kValuesPerLane>{}(in[i]);
-      apply_chain(params.chain, v, [&](int k) { return int64_t(feature + k); },
+      apply_chain(params.chain.chain, v, [&](int k) { return int64_t(feature + k); },
                   [&](int k) { return float(in[i][k]); });
-      *reinterpret_cast<Values*>(out + int64_t(row0 + i) * params.ldo) =
+      Values y;  // aligned, for a vector store
+      static_cast<cutlass::Array<Element, kValuesPerLane>&>(y) =
           cutlass::NumericArrayConverter<Element, float, kValuesPerLane>{}(v);
+      *reinterpret_cast<Values*>(out + int64_t(row0 + i) * params.chain.ldo) = y;
     }
   }
 };
@@ -239,7 +326,7 @@ struct DeferredChainKernel : Gemm {
     epilogue_load_params.producer_arv_count = cutlass::NumThreadsPerWarp;
     epilogue_load_params.consumer_arv_count = CollectiveEpilogue::kConsumerThreads;
     if constexpr (CollectiveEpilogue::RequiresTransactionBytes) {
-      epilogue_load_params.transaction_bytes = params.epilogue.base.tma_transaction_bytes;
+      epilogue_load_params.transaction_bytes = params.epilogue.plain.tma_transaction_bytes;
     }
     EpilogueLoadPipeline epilogue_load_pipeline(storage.pipelines.epi_load, epilogue_load_params);
     typename EpilogueStorePipeline::Params epilogue_store_params;
@@ -270,18 +357,15 @@ struct DeferredChainKernel : Gemm {
     auto k_tiles = [&](auto const& work) {
       return TileScheduler::get_work_k_tile_count(work, problem_shape, TileShape{});
     };
-    // A chain warp's view of the tile sequence: a scheduler of its own, walked forward to tile `seq`.
+    // A claimer's view of the tile sequence: a scheduler of its own, walked forward to tile `seq`.
     auto run_chain = [&] {
       TileScheduler tiles{params.scheduler};
       auto tile_work = tiles.initial_work_tile_info(ClusterShape{});
       uint32_t tile_seq = 0;
       epilogue.run_chain(
           [&](uint32_t seq) {
-            while (tile_seq < seq && tile_work.is_valid()) {
-              tile_work = get<0>(tiles.fetch_next_work(tile_work));
-              ++tile_seq;
-            }
-            return tile_work.is_valid() ? tile_of(tile_work) : Tile{-1, -1, 0, 0};
+            for (; tile_seq < seq; ++tile_seq) tile_work = get<0>(tiles.fetch_next_work(tile_work));
+            return tile_of(tile_work);
           },
           lane);
     };
@@ -312,24 +396,30 @@ struct DeferredChainKernel : Gemm {
       PipelineState state;
       typename CollectiveEpilogue::LoadPipelineState epilogue_load_state;
       auto epilogue_store_state = cutlass::make_producer_start_state<EpilogueStorePipeline>();
+      uint32_t sequence = 0;
       while (work.is_valid()) {
         auto accumulators = partition_fragment_C(tiled_mma, take<0, 2>(TileShape{}));
         mainloop.mma(pipeline, state, accumulators, k_tiles(work), mma_thread_idx, storage.tensors.mainloop,
                      params.mainloop);
         mainloop.mma_tail(pipeline, state, k_tiles(work));
         state.advance(k_tiles(work));
-        auto [load_state, store_state] = epilogue.base.store(
+        TileScheduler peek = scheduler;  // the next tile is fetched after the store: less to keep in registers
+        const bool last = !get<0>(peek.fetch_next_work(work)).is_valid();
+        const bool deferred = epilogue.defer_tile(sequence, last, mma_thread_idx);
+        auto [load_state, store_state] = epilogue.tile_store(deferred).store(
             epilogue_load_pipeline, epilogue_load_state, epilogue_store_pipeline, epilogue_store_state,
             problem_shape, TileShape{}, block_coord(work), accumulators, tiled_mma, mma_thread_idx,
             storage.tensors.epilogue.base);
         epilogue_load_state = load_state;
         epilogue_store_state = store_state;
-        epilogue.publish_tile(mma_thread_idx);
+        if (deferred) epilogue.publish_tile(sequence, mma_thread_idx);
         work = get<0>(scheduler.fetch_next_work(work));
+        ++sequence;
       }
-      epilogue.base.store_tail(epilogue_load_pipeline, epilogue_load_state, epilogue_store_pipeline,
-                               epilogue_store_state);
-      run_chain();  // the chain of the tiles left, with the chain warps
+      epilogue.tile_store(false).store_tail(epilogue_load_pipeline, epilogue_load_state, epilogue_store_pipeline,
+                                            epilogue_store_state);
+      epilogue.finish(mma_thread_idx);
+      run_chain();  // the chunks left, with the chain warps
     }
   }
 };

@@ -37,9 +37,9 @@ struct Cooperative {
   static constexpr const char* kName = "cooperative";
   static constexpr bool kDefersChain = false;
 };
-// The same, the chain deferred: the consumers store acc + bias and start the next tile while three producer warps
-// run the chain on the stored tile (deferred_chain_epilogue_sm90.hpp). The chain's input is rounded to the
-// output dtype first, as torch's is.
+// The same, the chain of some tiles deferred: the consumers store acc + bias and start the next tile while three
+// producer warps run the chain on the stored tile (deferred_chain_epilogue_sm90.hpp). The chain's input is rounded
+// to the output dtype first, as torch's is, on every tile.
 struct CooperativeDeferred : Cooperative {
   static constexpr const char* kName = "cooperative_deferred";
   static constexpr bool kDefersChain = true;
@@ -78,9 +78,11 @@ struct FusedLinear {
   static constexpr bool kAddsSource = kEpilogue == FusedEpilogue::kSourceChain;
   static constexpr bool kGroupNorm = kEpilogue == FusedEpilogue::kGroupNorm;
   using ElementSource = std::conditional_t<kAddsSource, float, void>;
+  static constexpr bool kDefersChain = Schedule::kDefersChain;
+  static_assert(!kDefersChain || kEpilogue == FusedEpilogue::kChain, "only chain(acc + bias) is deferred");
   using Fusion = std::conditional_t<kAddsSource, LinearSourceChainFusion<Element, TileShape>,
                                     std::conditional_t<kGroupNorm, ChainFusion<Element>,
-                                                       LinearChainFusion<Element, TileShape>>>;
+                                                       LinearChainFusion<Element, TileShape, kDefersChain>>>;
 
   using BuiltEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
@@ -89,8 +91,6 @@ struct FusedLinear {
       ElementSource, cutlass::layout::RowMajor, 16 / sizeof(float),  // C: float32 or none
       Element, cutlass::layout::RowMajor, kAlignment,            // D
       typename Schedule::Epilogue, Fusion>::CollectiveOp;
-  static constexpr bool kDefersChain = Schedule::kDefersChain;
-  static_assert(!kDefersChain || kEpilogue == FusedEpilogue::kChain, "only chain(acc + bias) is deferred");
   using CollectiveEpilogue = std::conditional_t<
       kGroupNorm, GroupNormEpilogue<BuiltEpilogue, Element>,
       std::conditional_t<kDefersChain, DeferredChainEpilogue<BuiltEpilogue, Element>, BuiltEpilogue>>;
@@ -123,12 +123,15 @@ struct FusedLinear {
     // The fusion's arguments nest as its tree does (chain_epilogue_sm90.hpp).
     const typename BiasBroadcast<Element, TileShape>::Arguments bias{static_cast<const Element*>(a.bias), Element(0), {}};
     const typename Kernel::StrideD stride_d{a.ldo, cute::Int<1>{}, int64_t(0)};
-    if constexpr (kDefersChain) {  // CUTLASS's epilogue stores acc + bias; the chain runs after it (deferred_...)
-      args.epilogue.base.thread = {{{}, bias, {}}, ChainProgram{}};
-      args.epilogue.base.ptr_D = static_cast<Element*>(a.out);
-      args.epilogue.base.dD = stride_d;
-      args.epilogue.base.ptr_C = nullptr;
-      args.epilogue.base.dC = stride_d;
+    if constexpr (kDefersChain) {  // two ways per tile: round(acc + bias) stored for the chain warps, or the chain
+      auto& plain = args.epilogue.plain;
+      plain.thread = {{{}, bias, {}}, ChainProgram{}};
+      plain.ptr_D = static_cast<Element*>(a.out);
+      plain.dD = stride_d;
+      plain.ptr_C = nullptr;
+      plain.dC = stride_d;
+      args.epilogue.chained = plain;
+      args.epilogue.chained.thread = {{{}, bias, {}}, program};
       args.epilogue.chain = {a.out, a.ldo, program};
     } else if constexpr (kGroupNorm) {  // the bias and the pre-chain run before the norm, the post-chain in the fusion
       args.epilogue.base.thread = {{}, a.norm->post};
