@@ -109,7 +109,7 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
   // cooperative (deferred_chain_epilogue_sm90.hpp) runs the chain of every tile but each CTA's last during the
   // next tile's mainloop (H100, gelu chain, time / F.linear: 2048x8192x8192 0.998 against 1.045; swish chain at
   // 1024 rows 1.110 against 1.147; TF32 swish chain at 1024 rows 1.009 against 1.055; perf-notes item 26). At
-  // one tile per CTA it costs 1-6% more than the plain kernel, and at short K its chain warps compete with the
+  // one tile per CTA it costs 2-6% more than the plain kernel, and at short K its chain warps compete with the
   // consumers' own chain for issue slots (8192x4096x1024: 1.711 against 1.556).
   const bool defers = has_chain && epilogue == FusedEpilogue::kChain && k > 4096 && tiles_256 > sm_count;
   if (defers && pick != nullptr && pick->tile_m == 128 && pick->tile_n == 256 && pick->schedule == "cooperative") {
