@@ -23,10 +23,10 @@
 // Measured (H100, time / F.linear, perf-notes items 21-22 and 26): the first version deferred every tile, the last
 // included: 0.955x the plain kernel's time at 2048x8192x8192 with the gelu chain, a tie at 1024 rows, slower at
 // short K and at one tile per CTA. This one: 0.998 against the plain kernel's 1.045 at 2048 rows (gelu chain),
-// 1.110 against 1.147 at 1024 rows (swish chain), 1.009 against 1.055 in TF32 (swish chain, 1024 rows); but 2-6%
-// slower than the plain kernel at one tile per CTA, and 10% at K = 1024 with ~8 tiles per CTA, where the chain is
-// most of a tile's time and the chain warps take issue slots from the consumers' own chain: the heuristic picks
-// it for long K and more than a wave of tiles. Why not a stash in shared memory: 64 KB leaves room for 3 mainloop
+// 3-6% faster at 4096-16384 rows; at 1024 rows (swish chain) 1.110 against 1.147, and in TF32 1.009 against 1.055,
+// both ties in a second run; but 2-6% slower than the plain kernel at one tile per CTA, and 10% at K = 1024 with
+// ~8 tiles per CTA, where the chain is most of a tile's time and the chain warps take issue slots from the
+// consumers' own chain: the heuristic picks it for long K and more than a wave of tiles. Why not a stash in shared memory: 64 KB leaves room for 3 mainloop
 // stages instead of 4 (3-6% with an empty chain), and CUTLASS's own kernel gives its epilogue one idle warp, which
 // cannot keep up with the mainloop.
 //
