@@ -26,9 +26,9 @@
 // 3-6% faster at 4096-16384 rows; at 1024 rows (swish chain) 1.110 against 1.147, and in TF32 1.009 against 1.055,
 // both ties in a second run; but 2-6% slower than the plain kernel at one tile per CTA, and 10% at K = 1024 with
 // ~8 tiles per CTA, where the chain is most of a tile's time and the chain warps take issue slots from the
-// consumers' own chain: the heuristic picks it for long K and more than a wave of tiles. Why not a stash in shared memory: 64 KB leaves room for 3 mainloop
-// stages instead of 4 (3-6% with an empty chain), and CUTLASS's own kernel gives its epilogue one idle warp, which
-// cannot keep up with the mainloop.
+// consumers' own chain: the heuristic picks it for long K and more than a wave of tiles. Why not a stash in shared
+// memory: 64 KB leaves room for 3 mainloop stages instead of 4 (3-6% with an empty chain), and CUTLASS's own kernel
+// gives its epilogue one idle warp, which cannot keep up with the mainloop.
 //
 // Synchronization, with p a tile's sequence number in this CTA (every warp walks the same tile sequence):
 //   work:      (p << kChunkBits) | c: the last deferred tile and the next of its kChunks row chunks to claim. A
