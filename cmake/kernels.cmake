@@ -28,11 +28,10 @@ foreach(dtype bf16 f16)
     list(APPEND sm90_sources cutlass_ext/kernels/fused_linear_sm90_${dtype}_${config}.cu)
   endforeach()
 endforeach()
-# float32 on TF32 tensor cores: three tiles of chain(acc + bias) and the deferred-chain 128x256, and two of
-# chain(acc + C + bias) with promoted accumulation (_addc: the split-precision path's final GEMM; its doubled
-# accumulators rule out 128x256).
+# float32 on TF32 tensor cores: three tiles of chain(acc + bias), and two of chain(acc + C + bias) with promoted
+# accumulation (_addc: the split-precision path's final GEMM; its doubled accumulators rule out 128x256). A TF32
+# deferred-chain kernel was tried and dropped: no faster than the plain 128x256 (perf-notes item 26).
 foreach(config 128x256x32_2x1_cooperative 128x128x32_2x1_cooperative 64x128x32_1x1_pingpong
-               128x256x32_2x1_cooperative_deferred
                128x128x32_2x1_cooperative_addc 64x128x32_1x1_pingpong_addc)
   list(APPEND sm90_sources cutlass_ext/kernels/fused_linear_sm90_tf32_${config}.cu)
 endforeach()

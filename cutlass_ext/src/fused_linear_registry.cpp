@@ -105,13 +105,14 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
     // (512x8192x4096: 1.18x against 1.24-1.25x for 128x128 cooperative; perf-notes item 25).
     pick = prefer(128, 256, "cooperative");
   }
-  // With a chain, long K and more than a wave of 128x256 tiles, the deferred-chain variant of the 128x256
+  // bf16/fp16 with a chain, long K and more than a wave of 128x256 tiles: the deferred-chain variant of the 128x256
   // cooperative (deferred_chain_epilogue_sm90.hpp) runs the chain of the tiles it can, never a CTA's last, during
   // the next tile's mainloop (H100, time / F.linear, perf-notes item 26: gelu chain 2048x8192x8192 0.998 against
-  // 1.045, 4096-16384 rows 3-6% faster; at 1024 rows a gain of 0-4% within the noise, TF32 included). At
-  // one tile per CTA it costs 2-6% more than the plain kernel, and at short K its chain warps compete with the
-  // consumers' own chain for issue slots (8192x4096x1024: 1.711 against 1.556).
-  const bool defers = has_chain && epilogue == FusedEpilogue::kChain && k > 4096 && tiles_256 > sm_count;
+  // 1.045, 4096-16384 rows 3-6% faster; at 1024 rows a gain of 0-4%, within the noise). At one tile per CTA it
+  // costs a few percent more than the plain kernel, and at short K its chain warps compete with the consumers' own
+  // chain for issue slots (8192x4096x1024: 1.711 against 1.556). In TF32 it was no faster (not compiled).
+  const bool defers = has_chain && epilogue == FusedEpilogue::kChain && dtype != DType::kF32 && k > 4096 &&
+                      tiles_256 > sm_count;
   if (defers && pick != nullptr && pick->tile_m == 128 && pick->tile_n == 256 && pick->schedule == "cooperative") {
     if (const FusedLinearKernel* deferred = prefer(128, 256, "cooperative_deferred")) pick = deferred;
   }

@@ -23,9 +23,9 @@
 // Measured (H100, time / F.linear, perf-notes items 21-22 and 26): the first version deferred every tile, the last
 // included: 0.955x the plain kernel's time at 2048x8192x8192 with the gelu chain, a tie at 1024 rows, slower at
 // short K and at one tile per CTA. This one: 0.998 against the plain kernel's 1.045 at 2048 rows (gelu chain),
-// 3-6% faster at 4096-16384 rows; at 1024 rows (swish chain) 1.110 against 1.147, and in TF32 1.009 against 1.055,
-// both ties in a second run; but 2-6% slower than the plain kernel at one tile per CTA, and 10% at K = 1024 with
-// ~8 tiles per CTA, where the chain is most of a tile's time and the chain warps take issue slots from the
+// 3-6% faster at 4096-16384 rows; at 1024 rows (swish chain) 1.110 against 1.147, a tie in a second run; in TF32 no
+// faster (not compiled). It is a few percent slower than the plain kernel at one tile per CTA, and 10% at K = 1024
+// with ~8 tiles per CTA, where the chain is most of a tile's time and the chain warps take issue slots from the
 // consumers' own chain: the heuristic picks it for long K and more than a wave of tiles. Why not a stash in shared
 // memory: 64 KB leaves room for 3 mainloop stages instead of 4 (3-6% with an empty chain), and CUTLASS's own kernel
 // gives its epilogue one idle warp, which cannot keep up with the mainloop.
@@ -81,7 +81,7 @@ struct DeferredChainEpilogue {
   static constexpr int kTileN = cute::size<1>(typename Base::CtaTileMNK{});
   static_assert(kTileM == 128 && kTileN == 256, "written for the 128x256 cooperative tile");
   static constexpr int kConsumerThreads = 2 * cutlass::NumThreadsPerWarpGroup;
-  static constexpr int kValuesPerLane = 8;  // a warp covers one 256-column row, 16 or 32 bytes per lane
+  static constexpr int kValuesPerLane = 8;  // a warp covers one 256-column row, 16 bytes per lane in bf16/fp16
   static_assert(kTileN == 32 * kValuesPerLane);
   static constexpr int kRowsPerChunk = 2;
   static constexpr int kChunks = kTileM / kRowsPerChunk;
@@ -247,8 +247,8 @@ struct DeferredChainEpilogue {
     }
   }
 
-  // The chain over kRowsPerChunk rows of the tile, 8 consecutive columns per lane: one or two 16-byte loads and
-  // stores per lane, a whole row per warp instruction. The loads of all rows go first.
+  // The chain over kRowsPerChunk rows of the tile, 8 consecutive columns per lane: a 16-byte load and store per
+  // lane in bf16/fp16, a whole row per warp instruction. The loads of all rows go first.
   CUTLASS_DEVICE void run_chunk(int chunk, Tile tile, int lane) {
     using Values = cutlass::AlignedArray<Element, kValuesPerLane, 16>;  // rows are 16-byte aligned
     const int feature = tile.n0 + kValuesPerLane * lane;
