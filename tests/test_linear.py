@@ -273,8 +273,8 @@ def test_chain_deferred_to_the_next_mainloop(m, n, k, dtype):
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 def test_deferred_and_in_register_tiles_agree(dtype):
     """Both ways of the deferred-chain kernel run the chain on acc + bias rounded to the output dtype, so a row gives
-    the same bits whether its tile was deferred (rows 0-127 of 4096: each CTA's first of two tiles, published to
-    idle chain warps) or run in registers (the same rows alone: one tile per CTA)."""
+    the same bits whether its tile was deferred (4096 rows: ~2 tiles per CTA, the first ones go to the idle chain
+    warps) or run in registers (the first 128 rows alone: one tile per CTA, all in registers)."""
     config = deferred_config(dtype)
     x, w, b = make(4096, 2048, 512, dtype)
     epi = Epilogue("mul(3) | silu | residual(0.5) | gelu_tanh")
