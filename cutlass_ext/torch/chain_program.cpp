@@ -73,6 +73,7 @@ ChainProgram make_chain_program(c10::ArrayRef<std::string> ops, c10::ArrayRef<do
   }
   TORCH_CHECK(next_vector == vectors.size(), "cutlass_ext: ", vectors.size(), " vectors given, the ops read ",
               next_vector);
+  program.reads = chain_reads(program);
   for (size_t i = 0; i < vectors.size(); ++i) {
     program.vectors[i] = make_chain_vector(vectors[i], features, device, "epilogue vector " + std::to_string(i));
   }

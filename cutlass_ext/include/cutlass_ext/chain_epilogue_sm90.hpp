@@ -80,14 +80,16 @@ struct ChainNode {
         v = cutlass::NumericArrayConverter<float, ElementOutput, FragmentSize>{}(
             cutlass::NumericArrayConverter<ElementOutput, float, FragmentSize>{}(v));
       }
-      auto coords = tCcD(cute::_, cute::_, cute::_, epi_m, epi_n);
-      const int first_n = n - int(cute::get<1>(residue));
-      // Columns past N (a partial tile) are never stored; clamp them so that vector reads stay in bounds.
-      cutlass::Array<int, FragmentSize> features;
-      CUTLASS_PRAGMA_UNROLL
-      for (int i = 0; i < FragmentSize; ++i) {
-        const int col = first_n + int(cute::get<1>(coords(epi_v * FragmentSize + i)));
-        features[i] = col < n ? col : n - 1;
+      cutlass::Array<int, FragmentSize> features{};
+      if (params.reads & kReadsFeatures) {  // uniform: most chains read no vector
+        auto coords = tCcD(cute::_, cute::_, cute::_, epi_m, epi_n);
+        const int first_n = n - int(cute::get<1>(residue));
+        // Columns past N (a partial tile) are never stored; clamp them so that vector reads stay in bounds.
+        CUTLASS_PRAGMA_UNROLL
+        for (int i = 0; i < FragmentSize; ++i) {
+          const int col = first_n + int(cute::get<1>(coords(epi_v * FragmentSize + i)));
+          features[i] = col < n ? col : n - 1;
+        }
       }
       v = apply_chain_outlined(params, v, features);
       return cutlass::NumericArrayConverter<ElementOutput, float, FragmentSize>{}(v);

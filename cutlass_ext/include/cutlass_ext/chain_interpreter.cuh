@@ -15,7 +15,10 @@
 
 namespace cutlass_ext {
 
-__device__ __forceinline__ float load_vector_element(const ChainVector& vec, int64_t feature) {
+// Index: unsigned where every feature index fits (the GEMM epilogues: no sign extension to 64 bits), int64_t
+// elsewhere.
+template <class Index>
+__device__ __forceinline__ float load_vector_element(const ChainVector& vec, Index feature) {
   switch (vec.dtype) {
     case ChainVectorDtype::kBF16:
       return __bfloat162float(static_cast<const __nv_bfloat16*>(vec.data)[feature]);
@@ -72,17 +75,20 @@ __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass
   }
 }
 
-// The same, out of line, for the GEMM epilogue: CUTLASS unrolls its loop over epilogue subtiles, so an inlined
+// The same, out of line, for the GEMM epilogues: CUTLASS unrolls its loop over epilogue subtiles, so an inlined
 // interpreter (every op's code, unrolled over the fragment) is copied once per subtile: ~80K instructions in the
 // 128x128 kernel, which thrashed the instruction cache and made the chain cost more than the GEMM itself
 // (docs/perf-notes.md, "fused Linear"). One out-of-line copy per kernel, called with the fragment and its output
-// features (columns) in registers, keeps the code small. v0 for kResidual is the fragment as passed in.
+// features (columns) in registers, keeps the code small.
+// features: read only when program.reads has kReadsFeatures; callers fill them only then. v0 for kResidual is the
+// fragment as passed in, copied only when program.reads has kReadsInput: the copy is one move per value per call.
 template <int N>
 __device__ __noinline__ cutlass::Array<float, N> apply_chain_outlined(const ChainProgram& program,
                                                                      cutlass::Array<float, N> v,
                                                                      cutlass::Array<int, N> features) {
-  const cutlass::Array<float, N> v0 = v;
-  apply_chain(program, v, [&](int i) { return int64_t(features[i]); }, [&](int i) { return v0[i]; });
+  cutlass::Array<float, N> v0;
+  if (program.reads & kReadsInput) v0 = v;  // uniform
+  apply_chain(program, v, [&](int i) { return unsigned(features[i]); }, [&](int i) { return v0[i]; });
   return v;
 }
 

@@ -10,7 +10,7 @@
 
 namespace cutlass_ext {
 
-// 16 ops covers every chain seen in practice; the struct stays ~300 bytes, far under the kernel-parameter limit.
+// 16 ops covers every chain seen in practice; the struct stays ~330 bytes, far under the kernel-parameter limit.
 constexpr int kMaxChainOps = 16;
 // Per-feature vectors (a second bias, a per-channel scale) that one chain may read.
 constexpr int kMaxChainVectors = 4;
@@ -42,7 +42,8 @@ enum class ChainOpCode : int32_t {
 
 enum class ChainVectorDtype : int32_t { kF32, kBF16, kF16 };
 
-struct ChainOp {
+// 16 bytes, 16-aligned: the interpreter reads an op with one vector load.
+struct alignas(16) ChainOp {
   ChainOpCode code;
   int32_t vector;  // index into ChainProgram::vectors, for kAddVector / kMulVector
   float a;
@@ -54,11 +55,30 @@ struct ChainVector {
   ChainVectorDtype dtype;
 };
 
+// What a chain reads besides the values it runs on (ChainProgram::reads).
+enum ChainReads : uint32_t {
+  kReadsFeatures = 1,  // a per-feature vector op: the interpreter needs each value's output feature
+  kReadsInput = 2,     // kResidual: the interpreter keeps the chain's input until the op
+};
+
 struct ChainProgram {
-  int32_t num_ops;
   ChainOp ops[kMaxChainOps];
+  int32_t num_ops;
+  uint32_t reads;  // ChainReads bits, = chain_reads(*this): set wherever ops are (make_chain_program)
   ChainVector vectors[kMaxChainVectors];
 };
+
+inline uint32_t chain_reads(const ChainProgram& program) {
+  uint32_t reads = 0;
+  for (int i = 0; i < program.num_ops; ++i) {
+    switch (program.ops[i].code) {
+      case ChainOpCode::kAddVector: case ChainOpCode::kMulVector: reads |= kReadsFeatures; break;
+      case ChainOpCode::kResidual: reads |= kReadsInput; break;
+      default: break;
+    }
+  }
+  return reads;
+}
 
 // True when every op is a few arithmetic instructions (no exp/erf/tanh/log): such chains leave a memory-bound
 // kernel memory-bound, which changes the best launch shape (elementwise_kernel.cuh).

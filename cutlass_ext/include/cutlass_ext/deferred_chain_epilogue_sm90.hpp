@@ -70,7 +70,15 @@ struct DeferredChainEpilogue {
   using LoadPipelineState = typename Base::LoadPipelineState;
   using StorePipeline = typename Base::StorePipeline;
   using StorePipelineState = typename Base::StorePipelineState;
-  using PipelineStorage = typename Base::PipelineStorage;
+  using TensorStorage = typename Base::TensorStorage;
+  // The claim counters live beside the (unused) C-load pipeline's barriers, not in TensorStorage: Base's
+  // TensorStorage is 1024-byte aligned, so 8 more bytes there would take 1 KB, and with the 128x64 epilogue subtile
+  // a mainloop stage (the kernel has 1 KB of shared memory to spare).
+  struct PipelineStorage {
+    typename Base::PipelineStorage base;
+    uint32_t work;
+    uint32_t finished;
+  };
   static constexpr bool RequiresTransactionBytes = Base::RequiresTransactionBytes;
   template <class TileShapeMNK>
   static constexpr int get_store_pipe_increment(TileShapeMNK tile) {
@@ -92,11 +100,6 @@ struct DeferredChainEpilogue {
   // The consumers' decision barrier, one past CUTLASS's reserved ones.
   static constexpr int kDecisionBarrier = int(cutlass::arch::ReservedNamedBarriers::FirstUserBarrier);
 
-  struct TensorStorage {
-    typename Base::TensorStorage base;
-    uint32_t work;
-    uint32_t finished;
-  };
   struct SharedStorage {
     TensorStorage tensors;
     PipelineStorage pipeline;
@@ -142,8 +145,8 @@ struct DeferredChainEpilogue {
   };
 
   // Call in every thread before the kernel's first barrier; thread 0 sets the counters.
-  CUTLASS_DEVICE DeferredChainEpilogue(Params const& params_, TensorStorage& shared_)
-      : params(params_), shared(shared_) {
+  CUTLASS_DEVICE DeferredChainEpilogue(Params const& params_, TensorStorage& tensors_, PipelineStorage& shared_)
+      : params(params_), tensors(tensors_), shared(shared_) {
     if (threadIdx.x == 0) {
       shared.work = kChunks;  // no tile, no chunk left: the first tile is deferred
       shared.finished = 0;
@@ -152,7 +155,7 @@ struct DeferredChainEpilogue {
 
   // The epilogue that stores a tile: the chain in registers, or round(acc + bias) for a deferred tile.
   CUTLASS_DEVICE Base tile_store(bool deferred) {
-    return Base(deferred ? params.plain : params.chained, shared.base);
+    return Base(deferred ? params.plain : params.chained, tensors);
   }
 
   // Every consumer thread, after tile `sequence`'s mainloop: whether to defer it, the same answer in all of them.
@@ -202,7 +205,8 @@ struct DeferredChainEpilogue {
 
  private:
   Params const& params;
-  TensorStorage& shared;
+  TensorStorage& tensors;
+  PipelineStorage& shared;  // the counters
 
   CUTLASS_DEVICE static uint32_t chunk_of(uint32_t work) { return work & ((1u << kChunkBits) - 1); }
 
@@ -248,9 +252,11 @@ struct DeferredChainEpilogue {
   }
 
   // The chain over kRowsPerChunk rows of the tile, 8 consecutive columns per lane: a 16-byte load and store per
-  // lane in bf16/fp16, a whole row per warp instruction. The loads of all rows go first.
+  // lane in bf16/fp16, a whole row per warp instruction. The loads of all rows go first, and the chain runs once over
+  // all of them: the interpreter decodes each op once per call, so fewer, larger calls cost fewer instructions.
   CUTLASS_DEVICE void run_chunk(int chunk, Tile tile, int lane) {
     using Values = cutlass::AlignedArray<Element, kValuesPerLane, 16>;  // rows are 16-byte aligned
+    constexpr int kValues = kRowsPerChunk * kValuesPerLane;
     const int feature = tile.n0 + kValuesPerLane * lane;
     if (feature >= tile.n) return;  // n is a multiple of 8: a lane's 8 columns are all in or all out
     Element* out = static_cast<Element*>(params.chain.out) + feature;
@@ -258,18 +264,26 @@ struct DeferredChainEpilogue {
     Values in[kRowsPerChunk];
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < kRowsPerChunk; ++i) {
-      if (row0 + i < tile.m) in[i] = *reinterpret_cast<const Values*>(out + int64_t(row0 + i) * params.chain.ldo);
+      if (row0 + i < tile.m) {
+        in[i] = *reinterpret_cast<const Values*>(out + int64_t(row0 + i) * params.chain.ldo);
+      } else {
+        in[i].fill(Element(0));  // a row past M: run on, never stored
+      }
     }
+    cutlass::Array<float, kValues> v;
+    CUTLASS_PRAGMA_UNROLL
+    for (int j = 0; j < kValues; ++j) v[j] = float(in[j / kValuesPerLane][j % kValuesPerLane]);
+    apply_chain(params.chain.chain, v, [&](int j) { return unsigned(feature + j % kValuesPerLane); },
+                [&](int j) { return float(in[j / kValuesPerLane][j % kValuesPerLane]); });
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < kRowsPerChunk; ++i) {
       if (row0 + i >= tile.m) break;
-      cutlass::Array<float, kValuesPerLane> v =
-          cutlass::NumericArrayConverter<float, Element, kValuesPerLane>{}(in[i]);
-      apply_chain(params.chain.chain, v, [&](int k) { return int64_t(feature + k); },
-                  [&](int k) { return float(in[i][k]); });
+      cutlass::Array<float, kValuesPerLane> row;
+      CUTLASS_PRAGMA_UNROLL
+      for (int k = 0; k < kValuesPerLane; ++k) row[k] = v[i * kValuesPerLane + k];
       Values y;  // aligned, for a vector store
       static_cast<cutlass::Array<Element, kValuesPerLane>&>(y) =
-          cutlass::NumericArrayConverter<Element, float, kValuesPerLane>{}(v);
+          cutlass::NumericArrayConverter<Element, float, kValuesPerLane>{}(row);
       *reinterpret_cast<Values*>(out + int64_t(row0 + i) * params.chain.ldo) = y;
     }
   }
@@ -307,7 +321,7 @@ struct DeferredChainKernel : Gemm {
     const bool loads = warp_group == 0 && warp_in_group == 0;
 
     if (loads && cute::elect_one_sync()) CollectiveMainloop::prefetch_tma_descriptors(params.mainloop);
-    CollectiveEpilogue epilogue(params.epilogue, storage.tensors.epilogue);
+    CollectiveEpilogue epilogue(params.epilogue, storage.tensors.epilogue, storage.pipelines.epi_load);
 
     typename MainloopPipeline::Params pipeline_params;
     if (loads) pipeline_params.role = MainloopPipeline::ThreadCategory::Producer;
@@ -328,7 +342,7 @@ struct DeferredChainKernel : Gemm {
     if constexpr (CollectiveEpilogue::RequiresTransactionBytes) {
       epilogue_load_params.transaction_bytes = params.epilogue.plain.tma_transaction_bytes;
     }
-    EpilogueLoadPipeline epilogue_load_pipeline(storage.pipelines.epi_load, epilogue_load_params);
+    EpilogueLoadPipeline epilogue_load_pipeline(storage.pipelines.epi_load.base, epilogue_load_params);
     typename EpilogueStorePipeline::Params epilogue_store_params;
     epilogue_store_params.always_wait = true;
     EpilogueStorePipeline epilogue_store_pipeline(epilogue_store_params);
@@ -410,7 +424,7 @@ struct DeferredChainKernel : Gemm {
         auto [load_state, store_state] = epilogue.tile_store(deferred).store(
             epilogue_load_pipeline, epilogue_load_state, epilogue_store_pipeline, epilogue_store_state,
             problem_shape, TileShape{}, block_coord(work), accumulators, tiled_mma, mma_thread_idx,
-            storage.tensors.epilogue.base);
+            storage.tensors.epilogue);
         epilogue_load_state = load_state;
         epilogue_store_state = store_state;
         if (deferred) epilogue.publish_tile(sequence, mma_thread_idx);

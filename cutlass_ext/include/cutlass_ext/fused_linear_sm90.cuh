@@ -34,6 +34,7 @@ struct Cooperative {
   using Mainloop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
   using Epilogue = cutlass::epilogue::TmaWarpSpecializedCooperative;
   using TileScheduler = void;  // persistent, data-parallel over output tiles
+  static constexpr bool kWideEpilogueTile = true;  // see FusedLinear::EpilogueTile
   static constexpr const char* kName = "cooperative";
   static constexpr bool kDefersChain = false;
 };
@@ -49,6 +50,8 @@ struct Pingpong {
   using Mainloop = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
   using Epilogue = cutlass::epilogue::TmaWarpSpecialized;
   using TileScheduler = void;
+  // One warpgroup holds a whole tile: with 32 values a chain call, the 128x128 tile's consumers spill.
+  static constexpr bool kWideEpilogueTile = false;
   static constexpr const char* kName = "pingpong";
   static constexpr bool kDefersChain = false;
 };
@@ -84,9 +87,16 @@ struct FusedLinear {
                                     std::conditional_t<kGroupNorm, ChainFusion<Element>,
                                                        LinearChainFusion<Element, TileShape, kDefersChain>>>;
 
+  // The epilogue subtile. Cooperative kernels with 16-bit outputs take 128x64, twice CUTLASS's default: each
+  // consumer thread then runs the chain on 32 values a call instead of 16, and a tile takes half as many subtiles.
+  // The interpreter decodes every op once per call, and every subtile costs two barriers and a TMA store
+  // (docs/perf-notes.md, item 27). Float32 outputs and the GroupNorm kernel keep CUTLASS's: their larger staging
+  // buffer would take a mainloop stage (see the static_assert below).
+  static constexpr bool kWideEpilogueTile = Schedule::kWideEpilogueTile && sizeof(Element) == 2 && !kGroupNorm;
+  using EpilogueTile = std::conditional_t<kWideEpilogueTile, cute::Shape<cute::_128, cute::_64>,
+                                          cutlass::epilogue::collective::EpilogueTileAuto>;
   using BuiltEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, EpilogueTile,
       float, float,                                              // accumulator, epilogue compute
       ElementSource, cutlass::layout::RowMajor, 16 / sizeof(float),  // C: float32 or none
       Element, cutlass::layout::RowMajor, kAlignment,            // D
@@ -106,6 +116,8 @@ struct FusedLinear {
   // The kAddsSource variant is the split-precision path's final GEMM: it needs FP32-level accumulation.
   using CollectiveMainloop = typename std::conditional_t<kAddsSource, PromotedAccumulation<BuiltMainloop>,
                                                          SameMainloop<BuiltMainloop>>::type;
+  static_assert(!kWideEpilogueTile || CollectiveMainloop::DispatchPolicy::Stages >= 4,
+                "the wide epilogue subtile must leave room for 4 mainloop stages");
 
   using BuiltKernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, CollectiveMainloop,
                                                            CollectiveEpilogue, typename Schedule::TileScheduler>;

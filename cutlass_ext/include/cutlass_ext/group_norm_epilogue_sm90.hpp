@@ -202,11 +202,11 @@ struct GroupNormEpilogue : Base {
       CUTLASS_PRAGMA_UNROLL
       for (int i0 = 0; i0 < size(accumulators); i0 += kChunk) {
         cutlass::Array<float, kChunk> v;
-        cutlass::Array<int, kChunk> features;
+        cutlass::Array<int, kChunk> features{};
         CUTLASS_PRAGMA_UNROLL
         for (int i = 0; i < kChunk; ++i) {
           v[i] = accumulators(i0 + i);
-          features[i] = feature(i0 + i);
+          if (norm.pre.reads & kReadsFeatures) features[i] = feature(i0 + i);  // uniform
         }
         v = apply_chain_outlined(norm.pre, v, features);
         CUTLASS_PRAGMA_UNROLL
