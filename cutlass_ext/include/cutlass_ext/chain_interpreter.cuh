@@ -81,7 +81,7 @@ __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass
 // (docs/perf-notes.md, "fused Linear"). One out-of-line copy per kernel, called with the fragment and its output
 // features (columns) in registers, keeps the code small.
 // features: read only when program.reads has kReadsFeatures; callers fill them only then. v0 for kResidual is the
-// fragment as passed in, copied only when program.reads has kReadsInput: the copy is one move per value per call.
+// fragment as passed in, copied only when program.reads has kReadsInput (no chain without a residual keeps it).
 template <int N>
 __device__ __noinline__ cutlass::Array<float, N> apply_chain_outlined(const ChainProgram& program,
                                                                      cutlass::Array<float, N> v,
