@@ -37,7 +37,7 @@ def eager_chain(text):
     raise ValueError(text)
 
 
-def measure(name, m, n, k, chain, compiled_cache, rep, configs=False):
+def measure(name, m, n, k, chain, compiled_cache, rep):
     x = torch.randn(m, k, device="cuda", dtype=DTYPE)
     w = ((torch.rand(n, k, device="cuda") * 2 - 1) / k ** 0.5).to(DTYPE)
     b = ((torch.rand(n, device="cuda") * 2 - 1) / k ** 0.5).to(DTYPE)
@@ -67,11 +67,6 @@ def measure(name, m, n, k, chain, compiled_cache, rep, configs=False):
         "compile_ms": bench(lambda: compiled(x, w, b)),
         "max_abs_diff_vs_eager": err,
     }
-    if configs:
-        encoded = epi.encode()
-        row["configs_ms"] = {name: bench(lambda: torch.ops.cutlass_ext.fused_linear.default(x, w, b, *encoded, name))
-                             for name in torch.ops.cutlass_ext.fused_linear_configs(DTYPE)}
-        row["best_config"] = min(row["configs_ms"], key=row["configs_ms"].get)
     flops = 2.0 * m * n * k
     row["fused_tflops"] = flops / row["fused_ms"] / 1e9
     row["f_linear_tflops"] = flops / row["f_linear_ms"] / 1e9
@@ -152,20 +147,19 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--quick", action="store_true", help="the acceptance rows only, no sweep")
     parser.add_argument("--rep", type=int, default=300, help="do_bench rep (ms) per measurement of the problem rows")
-    parser.add_argument("--configs", action="store_true", help="also time every compiled configuration per row")
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
     torch.manual_seed(0)
     compiled = {}
     rows = [
-        measure("linear_scale_hardtanh_gelu", 2048, 8192, 8192, CHAIN_GELU, compiled, args.rep, args.configs),
-        measure("linear_swish_div_clamp_tanh_clamp", 1024, 8192, 8192, CHAIN_SWISH, compiled, args.rep, args.configs),
-        measure("gelu_4096x1024x1024", 4096, 1024, 1024, "gelu", compiled, args.rep, args.configs),
+        measure("linear_scale_hardtanh_gelu", 2048, 8192, 8192, CHAIN_GELU, compiled, args.rep),
+        measure("linear_swish_div_clamp_tanh_clamp", 1024, 8192, 8192, CHAIN_SWISH, compiled, args.rep),
+        measure("gelu_4096x1024x1024", 4096, 1024, 1024, "gelu", compiled, args.rep),
     ]
     if not args.quick:
         for n, k in [(nk, kk) for nk in (1024, 4096, 8192) for kk in (1024, 4096, 8192)]:
             for m in (1, 16, 128, 512, 2048, 8192, 16384):
-                rows.append(measure("sweep", m, n, k, CHAIN_GELU, compiled, max(args.rep // 2, 25), args.configs))
+                rows.append(measure("sweep", m, n, k, CHAIN_GELU, compiled, max(args.rep // 2, 25)))
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": str(DTYPE),
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
     out = pathlib.Path(args.out)

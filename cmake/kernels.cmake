@@ -24,7 +24,9 @@ foreach(dtype bf16 f16)
                  # the chain of most tiles run during the next tile's mainloop (deferred_chain_epilogue_sm90.hpp)
                  128x256x64_2x1_cooperative_deferred
                  # the GroupNorm in the epilogue (group_norm_epilogue_sm90.hpp): a 1x2 cluster covers 512 features
-                 128x256x64_1x2_cooperative_gn)
+                 128x256x64_1x2_cooperative_gn
+                 # split K for few output tiles (SplitKLinear in fused_linear_sm90.cuh): 2, 4 and 8 splits each
+                 64x128x64_1x1_pingpong_splitk 128x128x64_1x1_cooperative_splitk)
     list(APPEND sm90_sources cutlass_ext/kernels/fused_linear_sm90_${dtype}_${config}.cu)
   endforeach()
 endforeach()

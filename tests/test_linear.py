@@ -241,6 +241,59 @@ def test_every_compiled_configuration(dtype):
             check_against_float64(run_fused(x, w, b, epi, config), x, w, b, epi)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("m,n,k,bias", [
+    (128, 1024, 8192, True),  # 16 tiles of 64x128: 8 splits
+    (1, 1024, 4096, False),   # one row, 64-row tiles
+    (37, 264, 4096, True),    # M and N off the tile, 8 splits
+    (300, 392, 2048, True),   # 12 tiles of 128x128: 4 splits
+], ids=str)
+def test_split_k(m, n, k, bias, dtype):
+    """Few output tiles and long K: the heuristic splits K (SplitKLinear), the reduction kernel adds the float32
+    partial products in a fixed order, then the bias and the chain (the per-feature vector and residual read there)."""
+    x, w, b = make(m, n, k, dtype, bias)
+    epi = Epilogue("add_vec(v) | silu | residual(0.5) | clamp(-3, 3)", v=torch.randn(n, device="cuda"))
+    path = cutlass_ext.linear_path(x, w, b, epi)
+    assert "_splitk" in str(path), str(path)
+    y = run_fused(x, w, b, epi)
+    check_against_float64(y, x, w, b, epi)
+    assert torch.equal(y, run_fused(x, w, b, epi)), "the same call gave other bits"
+
+
+@pytest.mark.gpu
+def test_split_k_in_a_cuda_graph():
+    """Decoding replays small GEMMs from CUDA graphs: the split-K pair (the GEMM, then the reduction launched as its
+    programmatic dependent) captured once gives, on new inputs, the bits it gives eagerly."""
+    dtype = torch.bfloat16
+    x, w, b = make(16, 1024, 4096, dtype)
+    epi = Epilogue("silu | mul(2)")
+    assert "_splitk" in str(cutlass_ext.linear_path(x, w, b, epi))
+    cutlass_ext.linear(x, w, b, epi)  # warm-up outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = cutlass_ext.linear(x, w, b, epi)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        y.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, cutlass_ext.linear(x, w, b, epi))
+        check_against_float64(y, x, w, b, epi)
+
+
+@pytest.mark.gpu
+def test_split_k_splits_less_where_it_must():
+    """A split-K configuration asked for by name stays correct where it must take fewer splits than its name says:
+    K that does not cut into equal 16-byte slices (K = 1032 = 8 x 129: three splits), and outputs whose partials
+    would pass its workspace bound (4096x1024: four splits of eight)."""
+    dtype = torch.bfloat16
+    epi = Epilogue("mul(0.5) | hardtanh(-2, 2) | gelu")
+    for m, n, k in [(96, 512, 1032), (4096, 1024, 1024)]:
+        x, w, b = make(m, n, k, dtype)
+        check_against_float64(run_fused(x, w, b, epi, "bf16_128x128x64_1x1_cooperative_splitk8"), x, w, b, epi)
+
+
 def deferred_config(dtype):
     return f"{'bf16' if dtype == torch.bfloat16 else 'f16'}_128x256x64_2x1_cooperative_deferred"
 

@@ -22,14 +22,36 @@ const FusedLinearKernel* find_if(DType dtype, FusedEpilogue epilogue, Match matc
 }
 
 const FusedLinearKernel* find_config(DType dtype, FusedEpilogue epilogue, int tile_m, int tile_n,
-                                     const char* schedule) {
+                                     const char* schedule, int splits = 1) {
   return find_if(dtype, epilogue, [&](const FusedLinearKernel& k) {
-    return k.tile_m == tile_m && k.tile_n == tile_n && k.schedule == schedule;
+    return k.tile_m == tile_m && k.tile_n == tile_n && k.schedule == schedule && k.splits == splits;
   });
 }
 
 int64_t tiles(int64_t m, int64_t n, int tile_m, int tile_n) {
   return ((m + tile_m - 1) / tile_m) * ((n + tile_n - 1) / tile_n);
+}
+
+// bf16/fp16 with at most 64 output tiles: a split-K configuration (SplitKLinear, fused_linear_sm90.cuh), or nullptr.
+// Measured (H200, bf16, mul | hardtanh | gelu, time / F.linear, benchmarks/bench_configs.py, perf-notes item 29): with
+// few tiles the one-kernel GEMM leaves most SMs idle (128x1024x8192 on 64x128 ping-pong: 1.72x), and splitting K
+// until splits x tiles reaches ~128 CTAs was best or within 7% of the best split (the same shape: 0.93x with 8
+// splits, 0.96x with 4, 1.03x with 16); more than 8 splits never paid, nor slices under 512 columns of K. The
+// 64x128 ping-pong tile split best up to M = 128 (0.93x against 0.98x for 128x128 at 128x1024x8192) and at K = 1024
+// (512x1024x1024: 1.35x against 1.50x); at 512 rows and longer K the 128x128 cooperative (512x1024x8192: 1.08x with
+// 4 splits, against 1.20x). Past 64 tiles the one-kernel configurations were as fast or faster (128x8192x8192:
+// 1.08x unsplit, 1.15x with 2 splits).
+const FusedLinearKernel* split_k_config(DType dtype, int m, int n, int k) {
+  const bool narrow = m <= 128 || k <= 1024;
+  const int tile_m = narrow ? 64 : 128;
+  const int64_t output_tiles = tiles(m, n, tile_m, 128);
+  if (output_tiles > 64) return nullptr;
+  for (int splits : {8, 4, 2}) {
+    if (output_tiles * splits <= 128 && k / splits >= 512 && k % (8 * splits) == 0) {
+      return find_config(dtype, FusedEpilogue::kChain, tile_m, 128, narrow ? "pingpong" : "cooperative", splits);
+    }
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -52,9 +74,9 @@ std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, FusedEpi
   return out;
 }
 
-// Shape buckets, from the per-configuration sweep of benchmarks/bench_linear.py --configs on an H200, bf16, with
-// mul | hardtanh | gelu (docs/perf-notes.md, "fused Linear"). A preference falls through to the first compiled
-// configuration when it is not in the build.
+// Shape buckets, from per-configuration timings (benchmarks/bench_configs.py; before it, a --configs mode of
+// bench_linear.py) on H200s and H100s, bf16, with mul | hardtanh | gelu (docs/perf-notes.md, "fused Linear"). A
+// preference falls through to the first compiled configuration when it is not in the build.
 const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue epilogue, int m, int n, int k,
                                                     const ChainProgram& program, int sm_count) {
   // Measured: the chain moved the best configuration only between near-ties, except in the last bucket below.
@@ -81,6 +103,9 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
     } else {
       pick = prefer(128, 256, "cooperative");
     }
+  } else if (const FusedLinearKernel* split =
+                 epilogue == FusedEpilogue::kChain ? split_k_config(dtype, m, n, k) : nullptr) {
+    pick = split;  // at most 64 output tiles: split K
   } else if (m <= 128 || tiles_128 <= 32) {
     // M in (0, 128], or at most 32 tiles of 128x128: 64-row tiles give twice the CTAs and waste less of each MMA.
     pick = prefer(64, 128, "pingpong");
@@ -116,9 +141,10 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
   if (defers && pick != nullptr && pick->tile_m == 128 && pick->tile_n == 256 && pick->schedule == "cooperative") {
     if (const FusedLinearKernel* deferred = prefer(128, 256, "cooperative_deferred")) pick = deferred;
   }
-  if (pick == nullptr) {  // the preferred configuration is not in this build: the first compiled, by name
-    const auto all = fused_linear_kernels(dtype, epilogue);
-    pick = all.empty() ? nullptr : all.front();
+  if (pick == nullptr) {  // the preferred configuration is not in this build: the first compiled one-kernel config
+    for (const FusedLinearKernel* k : fused_linear_kernels(dtype, epilogue)) {
+      if (k->splits == 1) return k;
+    }
   }
   return pick;
 }

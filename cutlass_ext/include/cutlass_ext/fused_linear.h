@@ -22,7 +22,10 @@ namespace cutlass_ext {
 //   kSourceChain: chain(acc + C + bias), C an M x N float32 operand (the split-precision path's final GEMM)
 //   kGroupNorm:   post(group_norm(pre(acc + bias))) over groups of the output features, the statistics gathered in
 //                 the epilogue (group_norm_epilogue_sm90.hpp); `program` is the pre-chain
-enum class FusedEpilogue { kChain, kSourceChain, kGroupNorm };
+//   kPartial:     acc alone, as float32, one M x N slice per split of K: the GEMM of a split-K configuration, whose
+//                 reduction kernel then sums the slices, adds the bias and runs the chain (split_k_reduce.cuh).
+//                 Split-K configurations register as kChain: to a caller they compute chain(acc + bias).
+enum class FusedEpilogue { kChain, kSourceChain, kGroupNorm, kPartial };
 
 // The normalization of a kGroupNorm kernel: torch's GroupNorm over groups of group_size consecutive features
 // (biased variance, eps inside the square root), the per-feature affine, then the post-chain.
@@ -51,6 +54,9 @@ struct FusedLinearArgs {
   int m, n, k;
   int device;
   int sm_count;
+  // kPartial kernels: the GEMM runs `splits` times, split s on columns [s k, (s + 1) k) of x and weight, and writes
+  // slice s of out at s * m * ldo (a batched GEMM whose batch stride in x and weight is k).
+  int splits = 1;
 };
 
 // One compiled kernel configuration.
@@ -60,6 +66,7 @@ struct FusedLinearKernel {
   FusedEpilogue epilogue;  // kSourceChain kernels share their kChain twin's name; kGroupNorm names end in _gn
   int tile_m, tile_n;
   std::string schedule;  // "pingpong" or "cooperative"
+  int splits;            // split-K configurations (names ending in _splitk<splits>): the most splits of K; else 1
   size_t (*workspace_size)(const FusedLinearArgs&, const ChainProgram&);
   // Launches on the stream; returns an empty string on success, else what went wrong.
   std::string (*run)(const FusedLinearArgs&, const ChainProgram&, void* workspace, cudaStream_t);

@@ -6,9 +6,10 @@
 //   A = x       (M x K, row-major: "T")
 //   B = weight  (N x K row-major, i.e. K x N column-major: "N"), used in place, never transposed or copied
 //   C = source  (M x N float32, row-major), only in the kSourceChain variant (the split-precision path)
-//   D = out     (M x N, row-major)
+//   D = out     (M x N, row-major; float32 partial products, one slice per split of K, in the kPartial variant)
 // Element is bfloat16_t, half_t or float; float A and B run on TF32 tensor cores (the builder maps float to
-// tfloat32_t wgmma, which reads the top 19 bits of each operand).
+// tfloat32_t wgmma, which reads the top 19 bits of each operand). SplitKLinear (below) pairs the kPartial GEMM
+// with the reduction kernel of split_k_reduce.cuh.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -26,6 +27,7 @@
 #include "cutlass_ext/deferred_chain_epilogue_sm90.hpp"
 #include "cutlass_ext/fused_linear.h"
 #include "cutlass_ext/group_norm_epilogue_sm90.hpp"
+#include "cutlass_ext/split_k_reduce.cuh"
 
 namespace cutlass_ext::sm90 {
 
@@ -80,11 +82,14 @@ struct FusedLinear {
   static constexpr int kAlignment = 16 / sizeof(Element);  // TMA: 16-byte aligned rows
   static constexpr bool kAddsSource = kEpilogue == FusedEpilogue::kSourceChain;
   static constexpr bool kGroupNorm = kEpilogue == FusedEpilogue::kGroupNorm;
+  static constexpr bool kPartial = kEpilogue == FusedEpilogue::kPartial;
   using ElementSource = std::conditional_t<kAddsSource, float, void>;
+  using ElementD = std::conditional_t<kPartial, float, Element>;
   static constexpr bool kDefersChain = Schedule::kDefersChain;
   static_assert(!kDefersChain || kEpilogue == FusedEpilogue::kChain, "only chain(acc + bias) is deferred");
+  // kPartial: ChainNode with an empty program, which casts the accumulator.
   using Fusion = std::conditional_t<kAddsSource, LinearSourceChainFusion<Element, TileShape>,
-                                    std::conditional_t<kGroupNorm, ChainFusion<Element>,
+                                    std::conditional_t<kGroupNorm || kPartial, ChainFusion<ElementD>,
                                                        LinearChainFusion<Element, TileShape, kDefersChain>>>;
 
   // The epilogue subtile. Cooperative kernels with 16-bit outputs take 128x64, twice CUTLASS's default: each
@@ -92,14 +97,14 @@ struct FusedLinear {
   // The interpreter decodes every op once per call, and every subtile costs two barriers and a TMA store
   // (docs/perf-notes.md, item 27). Float32 outputs and the GroupNorm kernel keep CUTLASS's: their larger staging
   // buffer would take a mainloop stage (see the static_assert below).
-  static constexpr bool kWideEpilogueTile = Schedule::kWideEpilogueTile && sizeof(Element) == 2 && !kGroupNorm;
+  static constexpr bool kWideEpilogueTile = Schedule::kWideEpilogueTile && sizeof(ElementD) == 2 && !kGroupNorm;
   using EpilogueTile = std::conditional_t<kWideEpilogueTile, cute::Shape<cute::_128, cute::_64>,
                                           cutlass::epilogue::collective::EpilogueTileAuto>;
   using BuiltEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, EpilogueTile,
       float, float,                                              // accumulator, epilogue compute
       ElementSource, cutlass::layout::RowMajor, 16 / sizeof(float),  // C: float32 or none
-      Element, cutlass::layout::RowMajor, kAlignment,            // D
+      ElementD, cutlass::layout::RowMajor, 16 / sizeof(ElementD),  // D
       typename Schedule::Epilogue, Fusion>::CollectiveOp;
   using CollectiveEpilogue = std::conditional_t<
       kGroupNorm, GroupNormEpilogue<BuiltEpilogue, Element>,
@@ -127,15 +132,23 @@ struct FusedLinear {
   static typename Gemm::Arguments arguments(const FusedLinearArgs& a, const ChainProgram& program) {
     typename Gemm::Arguments args{};
     args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
-    args.problem_shape = {a.m, a.n, a.k, 1};
+    // Batch l (a split of K, kPartial only) reads columns [l k, (l + 1) k) of x and weight and writes slice l of D.
+    const int64_t batch = a.splits > 1 ? 1 : 0;
+    args.problem_shape = {a.m, a.n, a.k, a.splits};
     args.mainloop.ptr_A = static_cast<const Element*>(a.x);
-    args.mainloop.dA = typename Kernel::StrideA{a.ldx, cute::Int<1>{}, int64_t(0)};
+    args.mainloop.dA = typename Kernel::StrideA{a.ldx, cute::Int<1>{}, batch * a.k};
     args.mainloop.ptr_B = static_cast<const Element*>(a.weight);
-    args.mainloop.dB = typename Kernel::StrideB{a.ldw, cute::Int<1>{}, int64_t(0)};
+    args.mainloop.dB = typename Kernel::StrideB{a.ldw, cute::Int<1>{}, batch * a.k};
     // The fusion's arguments nest as its tree does (chain_epilogue_sm90.hpp).
     const typename BiasBroadcast<Element, TileShape>::Arguments bias{static_cast<const Element*>(a.bias), Element(0), {}};
-    const typename Kernel::StrideD stride_d{a.ldo, cute::Int<1>{}, int64_t(0)};
-    if constexpr (kDefersChain) {  // two ways per tile: round(acc + bias) stored for the chain warps, or the chain
+    const typename Kernel::StrideD stride_d{a.ldo, cute::Int<1>{}, batch * a.m * a.ldo};
+    if constexpr (kPartial) {  // acc alone: the split-K reduction adds the bias and runs the chain
+      args.epilogue.thread = {{}, ChainProgram{}};
+      args.epilogue.ptr_D = static_cast<float*>(a.out);
+      args.epilogue.dD = stride_d;
+      args.epilogue.ptr_C = nullptr;
+      args.epilogue.dC = stride_d;
+    } else if constexpr (kDefersChain) {  // two ways per tile: round(acc + bias) stored for the chain warps, or chain
       auto& plain = args.epilogue.plain;
       plain.thread = {{{}, bias, {}}, ChainProgram{}};
       plain.ptr_D = static_cast<Element*>(a.out);
@@ -203,15 +216,86 @@ struct FusedLinear {
   }
 };
 
+// Split K, for few output tiles: a batched launch of the kPartial GEMM, one batch per split of K, writes float32
+// partial products into the workspace, splits x tiles CTAs at once; then split_k_reduce.cuh sums them in a fixed
+// order, adds the bias, runs the chain and casts. Why: with fewer output tiles than SMs most SMs idle, the busy ones
+// stream the whole weight, and each tile's chain runs on one CTA (128x1024x8192: 16 CTAs of the 64x128 ping-pong,
+// 1.72x F.linear's time on an H200; split 8 ways, 0.93x: docs/perf-notes.md, item 29). The price: the partials'
+// round trip through L2 (splits x M x N x 4 bytes, written then read) and a second launch. CUTLASS's stream-K
+// scheduler in split-K mode reduces inside the GEMM, in series or with atomics, and measured slower (item 23).
+// kMaxSplits is part of the configuration's name; splits_for() takes fewer when K or the workspace asks for it.
+template <class Element, class TileShape, class ClusterShape, class Schedule, int kMaxSplits>
+struct SplitKLinear {
+  using Partial = FusedLinear<Element, TileShape, ClusterShape, Schedule, FusedEpilogue::kPartial>;
+  // Past this, a configuration asked for by name on a large problem splits less (one split at worst: correct, slow).
+  static constexpr size_t kMaxPartialBytes = size_t(64) << 20;
+
+  // The most splits up to kMaxSplits that cut K into equal slices of whole 16-byte column groups (TMA) and keep the
+  // partials under kMaxPartialBytes.
+  static int splits_for(const FusedLinearArgs& a) {
+    for (int s = kMaxSplits; s > 1; --s) {
+      if (a.k % (s * Partial::kAlignment) == 0 && size_t(s) * a.m * a.n * sizeof(float) <= kMaxPartialBytes) return s;
+    }
+    return 1;
+  }
+  static size_t partial_bytes(const FusedLinearArgs& a, int splits) {
+    return (size_t(splits) * a.m * a.n * sizeof(float) + 255) / 256 * 256;
+  }
+  static FusedLinearArgs partial_args(const FusedLinearArgs& a, int splits, void* partials) {
+    FusedLinearArgs p = a;
+    p.k = a.k / splits;
+    p.splits = splits;
+    p.bias = nullptr;
+    p.out = partials;
+    p.ldo = a.n;
+    return p;
+  }
+
+  static size_t workspace_size(const FusedLinearArgs& a, const ChainProgram&) {
+    const int splits = splits_for(a);
+    return partial_bytes(a, splits) + Partial::workspace_size(partial_args(a, splits, nullptr), ChainProgram{});
+  }
+
+  // workspace: the partials, then the GEMM's own workspace (workspace_size() bytes in all).
+  static std::string run(const FusedLinearArgs& a, const ChainProgram& program, void* workspace, cudaStream_t stream) {
+    const int splits = splits_for(a);
+    auto* partials = static_cast<float*>(workspace);
+    const std::string error = Partial::run(partial_args(a, splits, partials), ChainProgram{},
+                                           static_cast<char*>(workspace) + partial_bytes(a, splits), stream);
+    if (!error.empty()) return error;
+    const cudaError_t status =
+        launch_split_k_reduce(partials, splits, a.m, a.n, static_cast<const Element*>(a.bias),
+                              static_cast<Element*>(a.out), a.ldo, program, stream);
+    if (status != cudaSuccess) return std::string("split-K reduction failed: ") + cudaGetErrorString(status);
+    return std::string();
+  }
+};
+
+// dtype_tile_cluster_schedule, e.g. "bf16_128x128x64_2x1_pingpong".
+template <class TileShape, class ClusterShape, class Schedule>
+std::string config_name(const char* dtype_name) {
+  return std::string(dtype_name) + "_" + std::to_string(cute::size<0>(TileShape{})) + "x" +
+         std::to_string(cute::size<1>(TileShape{})) + "x" + std::to_string(cute::size<2>(TileShape{})) + "_" +
+         std::to_string(cute::size<0>(ClusterShape{})) + "x" + std::to_string(cute::size<1>(ClusterShape{})) + "_" +
+         Schedule::kName;
+}
+
 template <class Element, class TileShape, class ClusterShape, class Schedule, FusedEpilogue kEpilogue>
 FusedLinearKernel make_kernel(const char* dtype_name, DType dtype) {
   using Config = FusedLinear<Element, TileShape, ClusterShape, Schedule, kEpilogue>;
-  const int tm = cute::size<0>(TileShape{}), tn = cute::size<1>(TileShape{}), tk = cute::size<2>(TileShape{});
-  const std::string name = std::string(dtype_name) + "_" + std::to_string(tm) + "x" + std::to_string(tn) + "x" +
-                           std::to_string(tk) + "_" + std::to_string(cute::size<0>(ClusterShape{})) + "x" +
-                           std::to_string(cute::size<1>(ClusterShape{})) + "_" + Schedule::kName +
+  const std::string name = config_name<TileShape, ClusterShape, Schedule>(dtype_name) +
                            (kEpilogue == FusedEpilogue::kGroupNorm ? "_gn" : "");
-  return FusedLinearKernel{name, dtype, kEpilogue, tm, tn, Schedule::kName, &Config::workspace_size, &Config::run};
+  return FusedLinearKernel{name, dtype, kEpilogue, cute::size<0>(TileShape{}), cute::size<1>(TileShape{}),
+                           Schedule::kName, 1, &Config::workspace_size, &Config::run};
+}
+
+template <class Element, class TileShape, class ClusterShape, class Schedule, int kMaxSplits>
+FusedLinearKernel make_split_k_kernel(const char* dtype_name, DType dtype) {
+  using Config = SplitKLinear<Element, TileShape, ClusterShape, Schedule, kMaxSplits>;
+  const std::string name =
+      config_name<TileShape, ClusterShape, Schedule>(dtype_name) + "_splitk" + std::to_string(kMaxSplits);
+  return FusedLinearKernel{name, dtype, FusedEpilogue::kChain, cute::size<0>(TileShape{}), cute::size<1>(TileShape{}),
+                           Schedule::kName, kMaxSplits, &Config::workspace_size, &Config::run};
 }
 
 }  // namespace cutlass_ext::sm90
@@ -226,4 +310,20 @@ FusedLinearKernel make_kernel(const char* dtype_name, DType dtype) {
                                        ::cutlass_ext::sm90::SCHEDULE,                                          \
                                        ::cutlass_ext::FusedEpilogue::EPILOGUE>(DTYPE_NAME,                     \
                                                                                    ::cutlass_ext::DType::DTYPE)); \
+  }
+
+// One split-K GEMM (the kPartial variant of the tile), registered as three configurations of up to 2, 4 and 8 splits
+// that share its kernel and the reduction kernel; the file's name ends in _splitk. 16 splits never measured best.
+#define CUTLASS_EXT_SM90_SPLIT_K_LINEAR_ONE(ELEMENT, DTYPE, DTYPE_NAME, TM, TN, TK, CM, CN, SCHEDULE, SPLITS)       \
+  ::cutlass_ext::register_fused_linear_kernel(                                                                     \
+      ::cutlass_ext::sm90::make_split_k_kernel<ELEMENT, cute::Shape<cute::Int<TM>, cute::Int<TN>, cute::Int<TK>>,  \
+                                               cute::Shape<cute::Int<CM>, cute::Int<CN>, cute::Int<1>>,            \
+                                               ::cutlass_ext::sm90::SCHEDULE, SPLITS>(DTYPE_NAME,                  \
+                                                                                      ::cutlass_ext::DType::DTYPE))
+#define CUTLASS_EXT_SM90_SPLIT_K_LINEAR(ELEMENT, DTYPE, DTYPE_NAME, TM, TN, TK, CM, CN, SCHEDULE)                    \
+  namespace {                                                                                                      \
+  const bool registered =                                                                                          \
+      CUTLASS_EXT_SM90_SPLIT_K_LINEAR_ONE(ELEMENT, DTYPE, DTYPE_NAME, TM, TN, TK, CM, CN, SCHEDULE, 2) &&          \
+      CUTLASS_EXT_SM90_SPLIT_K_LINEAR_ONE(ELEMENT, DTYPE, DTYPE_NAME, TM, TN, TK, CM, CN, SCHEDULE, 4) &&          \
+      CUTLASS_EXT_SM90_SPLIT_K_LINEAR_ONE(ELEMENT, DTYPE, DTYPE_NAME, TM, TN, TK, CM, CN, SCHEDULE, 8);           \
   }

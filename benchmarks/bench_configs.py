@@ -1,0 +1,90 @@
+"""Every compiled fused-Linear configuration against F.linear on chosen shapes: the data behind the shape heuristic
+(src/fused_linear_registry.cpp).
+
+    python benchmarks/bench_configs.py [--shapes 128x1024x8192,...] [--chain TEXT] [--rounds 3] [--out DIR]
+
+For each shape (M x N x K, bf16 unless --dtype), every configuration is timed with triton's do_bench (median) in
+--rounds interleaved rounds beside F.linear, and reported as its median time over F.linear's in the same rounds.
+Split-K configurations are skipped where the output has more than 4M elements (they would cut their splits down
+to fit their workspace). Writes bench_configs.md and .json; prints, per shape, the heuristic's pick and the best.
+"""
+
+import argparse
+import datetime
+import json
+import pathlib
+import statistics
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+import cutlass_ext
+
+# The sweep's small-output rows (where split K may pay) and its K = 4096 rows with many tiles.
+DEFAULT_SHAPES = ([(m, n, k) for m in (1, 16, 128, 512) for n in (1024, 4096, 8192) for k in (1024, 4096, 8192)] +
+                  [(2048, 1024, k) for k in (1024, 4096, 8192)] +
+                  [(m, n, 4096) for m in (2048, 8192, 16384) for n in (1024, 4096, 8192)])
+
+
+def parse_shapes(text):
+    return [tuple(int(v) for v in s.split("x")) for s in text.split(",") if s]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", type=parse_shapes, default=DEFAULT_SHAPES)
+    parser.add_argument("--chain", default="mul(0.5) | hardtanh(-2, 2) | gelu")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rep", type=int, default=20, help="do_bench rep (ms) per measurement")
+    parser.add_argument("--out", default=".")
+    args = parser.parse_args()
+    assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
+    dtype = getattr(torch, args.dtype)
+    epi = cutlass_ext.Epilogue(args.chain)
+    encoded = epi.encode()
+    configs = torch.ops.cutlass_ext.fused_linear_configs(dtype)
+    rows = []
+    for m, n, k in args.shapes:
+        x = torch.randn(m, k, device="cuda", dtype=dtype)
+        w = ((torch.rand(n, k, device="cuda") * 2 - 1) / k ** 0.5).to(dtype)
+        b = ((torch.rand(n, device="cuda") * 2 - 1) / k ** 0.5).to(dtype)
+        names = [c for c in configs if "_splitk" not in c or m * n <= 4 << 20]
+        calls = {"F.linear": lambda: F.linear(x, w, b)}
+        for name in names:
+            calls[name] = (lambda name=name: torch.ops.cutlass_ext.fused_linear.default(x, w, b, *encoded, name))
+        times = {name: [] for name in calls}
+        for _ in range(args.rounds):
+            for name, fn in calls.items():
+                times[name].append(do_bench(fn, warmup=5, rep=args.rep, return_mode="median"))
+        ms = {name: statistics.median(t) for name, t in times.items()}
+        pick = torch.ops.cutlass_ext.fused_linear_plan(x, w, b, *encoded, "")
+        ratios = {name: ms[name] / ms["F.linear"] for name in names}
+        best = min(ratios, key=ratios.get)
+        rows.append({"m": m, "n": n, "k": k, "f_linear_ms": ms["F.linear"], "ratios": ratios, "pick": pick,
+                     "best": best})
+        print(f"{m}x{n}x{k}: F.linear {ms['F.linear'] * 1e3:.1f} us; pick {pick} {ratios[pick]:.3f}; "
+              f"best {best} {ratios[best]:.3f}", flush=True)
+    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": args.dtype,
+            "chain": args.chain, "rounds": args.rounds,
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_configs.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    short = {c: c.split("_", 1)[1] for c in configs}
+    lines = [f"GPU: {meta['gpu']}, {args.dtype}, chain '{args.chain}', {meta['date']}; time / F.linear (medians of "
+             f"{args.rounds} interleaved rounds)", "",
+             "| M | N | K | F.linear us | pick | best | " + " | ".join(short.values()) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(configs)]
+    for r in rows:
+        cells = [f"{r['ratios'][c]:.3f}" if c in r["ratios"] else "" for c in configs]
+        pick, best = r["pick"], r["best"]
+        lines.append(f"| {r['m']} | {r['n']} | {r['k']} | {r['f_linear_ms'] * 1e3:.1f} | "
+                     f"{short[pick]} {r['ratios'][pick]:.3f} | {short[best]} {r['ratios'][best]:.3f} | "
+                     + " | ".join(cells) + " |")
+    (out / "bench_configs.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
