@@ -12,6 +12,7 @@ to fit their workspace). Writes bench_configs.md and .json; prints, per shape, t
 import argparse
 import datetime
 import json
+import os
 import pathlib
 import statistics
 
@@ -38,7 +39,7 @@ def main():
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rep", type=int, default=20, help="do_bench rep (ms) per measurement")
-    parser.add_argument("--out", default=".")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
     dtype = getattr(torch, args.dtype)
