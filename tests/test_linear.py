@@ -116,6 +116,30 @@ def test_from_linear_shares_parameters():
         FusedLinear.from_linear(nn.Conv1d(1, 1, 1))
 
 
+def test_torch_save_and_load(tmp_path):
+    """torch.save of a model holding FusedLinear layers pickles their epilogues (ops, vectors, a norm)."""
+    scale = torch.rand(8)
+    model = nn.Sequential(FusedLinear(6, 8, epilogue="mul(0.5) | clamp(max=2) | softplus(2, 10)"),
+                          FusedLinear.from_linear_and_norm(nn.Linear(8, 8), nn.LayerNorm(8), post="gelu"),
+                          FusedLinear(8, 8, epilogue=Epilogue("mul_vec(s) | leaky_relu(0.2)", s=scale)))
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert [str(m.epilogue) for m in loaded] == [str(m.epilogue) for m in model]
+    assert torch.equal(loaded[2].epilogue.vectors[0], scale)
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_cpu_torch_compile_fullgraph_float32():
+    """float32 at torch's own precision setting (read at trace time: torch.compile guards on TF32 being allowed)."""
+    layer = FusedLinear(16, 8, epilogue="tanh | mul(2)")
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda t: layer(t) + 1, fullgraph=True, backend="eager")
+        torch.testing.assert_close(compiled(x), layer(x) + 1)
+
+
 def test_cpu_autograd_through_the_reference():
     fused = FusedLinear(6, 10, epilogue="silu | mul(2)")
     x = torch.randn(3, 6, requires_grad=True)

@@ -284,6 +284,18 @@ class Op:
     def __repr__(self) -> str:
         return f"Op({str(self)!r})"
 
+    def __reduce__(self):
+        # Rebuilt from its name and parameters: the spec holds lambdas, which pickle cannot store (torch.save of a
+        # model with a FusedLinear pickles its epilogue).
+        if self.is_norm:
+            groups, eps = self.params
+            names = {"weight": self.affine_names[0], "bias": self.affine_names[1]}
+            kwargs = dict(weight=self.affine[0], bias=self.affine[1], eps=eps, vector_name=names)
+            return _make_op, (self.name, (groups,) if self.name == "group_norm" else (), kwargs)
+        if self.spec.vector:
+            return _make_op, (self.name, (self.vector,), {"vector_name": self.vector_name})
+        return _make_op, (self.name, self.params, {})
+
     def _key(self):
         tensors = (self.vector,) + (self.affine or ())
         return (self.name, self.params, tuple(None if t is None else id(t) for t in tensors))
@@ -293,6 +305,10 @@ class Op:
 
     def __hash__(self) -> int:
         return hash(self._key())
+
+
+def _make_op(name: str, args: tuple, kwargs: dict) -> Op:
+    return Op(name, *args, **kwargs)
 
 
 def _check_number(op: str, pname: str, value):

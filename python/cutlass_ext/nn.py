@@ -46,8 +46,8 @@ class FusedLinear(nn.Linear):
     @classmethod
     def from_linear_and_norm(cls, module: nn.Linear, norm: nn.GroupNorm | nn.LayerNorm, pre=None, post=None,
                              precision: str | None = None) -> "FusedLinear":
-        """``post(norm(pre(module(x))))`` as one module: the GEMM with ``pre`` in its epilogue, then one pass for the
-        norm and ``post`` (see ``cutlass_ext.linear``).
+        """``post(norm(pre(module(x))))`` as one module: the GEMM with ``pre`` in its epilogue, and the norm and
+        ``post`` either in the same epilogue or in one pass after it (see ``cutlass_ext.linear``).
 
         ``norm`` is an nn.GroupNorm over the output features (num_channels == out_features) or an nn.LayerNorm
         over them (normalized_shape == (out_features,)); it becomes the submodule ``norm``, so its weight and bias

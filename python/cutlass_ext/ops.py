@@ -117,13 +117,20 @@ FUSED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 PRECISIONS = ("highest", "high", "medium")
 
 
+@torch.compiler.assume_constant_result
+def _global_float32_precision() -> str:
+    """torch.get_float32_matmul_precision(), which torch.compile cannot trace: read at trace time instead (the
+    compiled graph is guarded on whether TF32 is allowed, the one thing the setting selects here)."""
+    return torch.get_float32_matmul_precision()
+
+
 def _precision_for(dtype: torch.dtype, precision: str | None, fn: str) -> str:
     """The precision a float32 call runs at ('' for other dtypes): ``precision``, else torch's global setting."""
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"{fn}: precision must be one of {PRECISIONS} or None (torch's setting), got {precision!r}")
     if dtype != torch.float32:
         return ""
-    return precision or torch.get_float32_matmul_precision()
+    return precision or _global_float32_precision()
 
 
 # The split-precision path reads each float32 weight as split_tf32(weight) = [W_hi | W_lo]: twice the weight's
@@ -324,10 +331,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 @contextlib.contextmanager
 def _float32_matmul_precision(precision: str):
     """torch's float32 matmul precision set to ``precision`` for the block (a process-wide setting: eager only)."""
-    previous = torch.get_float32_matmul_precision()
-    if not precision or precision == previous or torch.compiler.is_compiling():
+    if not precision or torch.compiler.is_compiling() or precision == torch.get_float32_matmul_precision():
         yield
         return
+    previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(precision)
     try:
         yield
