@@ -172,13 +172,16 @@ def test_shared_values_and_residuals_that_cannot_fuse():
         y = m.fc(x)
         a = torch.softmax(y, -1) + y      # y's second use is an add the chain never reaches
         b = m.fc(x)
-        return a, b.relu(), b             # b used twice: no chain
+        c = m.fc(x)
+        return a, b.relu(), b, c + c.relu_()  # b used twice: no chain; relu_ would overwrite c before the add
 
     fused = cutlass_ext.fuse(OneLinear(forward))
     assert cfx.report_lines(fused) == [
-        "fc: not fused: nothing to fuse before add (add), which adds the chain's input to a value the pass cannot "
-        "fuse",
+        "fc: not fused: nothing to fuse before softmax (softmax), which the pass does not fuse, and add (add) adds "
+        "the chain's input to that value",
         "fc: not fused: nothing to fuse before a value used by relu (relu), the model's output",
+        "fc: not fused: nothing to fuse before relu_ (relu_), which overwrites a value the residual reads, and add_1 "
+        "(add) adds the chain's input to that value",
     ]
 
 
@@ -292,6 +295,75 @@ def test_cutlass_ext_modules_stay_whole_and_fusing_twice_changes_nothing(gen):
     assert cfx.report_lines(again) == ["nothing to fuse: no Linear, nor a chain of two or more elementwise ops"]
     x = torch.randn(3, 8, generator=gen)
     assert torch.equal(again(x), model(x))
+
+
+def test_writes_hooks_aliases_and_later_changes(gen, force_fused):
+    """What would make a region compute something else than the model: an in-place write between its ops, a write
+    through an alias of a residual's input, a forward hook, and module attributes changed after fuse."""
+    def write_between(m, x):
+        y = m.fc(x)
+        x.mul_(2)  # the region would run after this write, and read 2x
+        return y.relu()
+
+    def alias(m, x):
+        z = m.fc(x)
+        return z + m.ident(z).relu_()  # relu_ overwrites z itself: 2 relu(z), not relu(z) + z
+
+    def standalone(m, x):
+        y = m.act(x).tanh()  # nn.ReLU(inplace=True) overwrites x, which the add reads
+        return y + x
+
+    reports = {
+        write_between: ["fc: not fused: mul_ (mul_) writes in place between the region's first and last op"],
+        alias: ["fc: not fused: nothing to fuse before relu_ (relu_), which overwrites a value the residual reads, "
+                "and add (add) adds the chain's input to that value"],
+        standalone: ["nothing to fuse: no Linear, nor a chain of two or more elementwise ops"],
+    }
+    for forward, want in reports.items():
+        model = OneLinear(forward)
+        model.ident, model.act = nn.Identity(), nn.ReLU(inplace=True)
+        fused = cutlass_ext.fuse(model)
+        assert cfx.report_lines(fused) == want
+        x = torch.randn(3, 8, generator=gen)
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x.clone()), model(x.clone()), rtol=0, atol=0)
+
+    hooked = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+    hooked[0].register_forward_hook(lambda module, args, out: out * 2)
+    assert cfx.report_lines(cutlass_ext.fuse(hooked)) == [
+        "nothing to fuse: no Linear, nor a chain of two or more elementwise ops"]
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.LeakyReLU(0.1), nn.LayerNorm(8))
+    fused = cutlass_ext.fuse(model)
+    x = torch.randn(3, 8, generator=gen)
+    with torch.no_grad():
+        model[1].negative_slope, model[2].eps = 0.5, 1e-2  # read on each call, as the model's own ops do
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-6)
+        model[1].negative_slope = float("nan")  # the op would refuse it: the original ops run
+        assert "attributes" in regions(fused)[0].fusable(x, model[0].weight, model[0].bias,
+                                                          (model[2].weight, model[2].bias))
+    assert len(force_fused) == 1
+
+
+def test_state_dict_keys_are_the_models(gen):
+    class Keys(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+            self.alias = self.fc         # one module under two names: both keys
+            self.plain = torch.rand(8)   # a tensor attribute, not a buffer: no key
+            self.fc_fused = nn.Linear(2, 2)  # unused, and named as a region would be
+
+        def forward(self, x):
+            return (self.fc(x) * self.plain + torch.arange(8)).relu()  # a constant made in forward: no key
+
+    model = Keys()
+    fused = cutlass_ext.fuse(model)
+    assert list(fused.state_dict()) == list(model.state_dict())
+    assert fused.fc_fused is model.fc_fused
+    fused.load_state_dict(model.state_dict())
+    x = torch.randn(3, 8, generator=gen)
+    assert torch.equal(fused(x), model(x))
 
 
 def test_bad_input():

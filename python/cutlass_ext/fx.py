@@ -19,9 +19,13 @@ nn.GroupNorm on a tensor that is not 2-D (it normalizes dim 1; the fused stage n
 Dropout in training mode. Where it runs fused, the chain is computed in float32 and rounded once, where eager
 PyTorch rounds after every op: results match within the error rule of docs/epilogue.md.
 
-What symbolic tracing fixes at trace time stays fixed, as for any torch.fx transform: Python control flow, and
-``self.training`` read in forward (F.dropout(x, training=self.training)); fuse after choosing train or eval mode.
-A module that cannot be traced is kept, and its children are fused one by one.
+The pass leaves alone what a region could not reproduce: a module with forward hooks (weight_norm's included), an
+op that writes in place to a value something else reads (a residual's input, the chain's own input), and a region
+with an in-place write by another op between its first and last node. Module attributes (a LeakyReLU's slope, a
+norm's eps) are read on each call, as the original ops read them. What symbolic tracing fixes at trace time stays
+fixed, as for any torch.fx transform: Python control flow, and ``self.training`` read in forward
+(F.dropout(x, training=self.training)); fuse after choosing train or eval mode. A module that cannot be traced is
+kept, and its children are fused one by one.
 """
 
 from __future__ import annotations
@@ -105,6 +109,26 @@ def _arithmetic_kind(node: fx.Node) -> str | None:
     return kind
 
 
+_WRITES = (operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv)
+
+
+def _in_place(root: nn.Module, node: fx.Node) -> bool:
+    """Whether ``node`` writes to a tensor it is given: x.relu_(), F.relu(x, inplace=True), nn.ReLU(inplace=True),
+    torch.relu_(x), x[i] = v, out=..."""
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_")
+    if node.op == "call_module":
+        return bool(getattr(root.get_submodule(node.target), "inplace", False))
+    if node.op != "call_function":
+        return False
+    if node.target in _WRITES or "out" in node.kwargs or node.kwargs.get("inplace") is True:
+        return True
+    if getattr(node.target, "__name__", "").endswith("_"):
+        return True
+    names = _FUNCTIONS.get(node.target, (None, ()))[1]
+    return "inplace" in names and bool(dict(zip(names, node.args[1:])).get("inplace", False))
+
+
 def _fetch_attr(root: nn.Module, target: str):
     obj = root
     for part in target.split("."):
@@ -116,9 +140,10 @@ def _fetch_attr(root: nn.Module, target: str):
 class _Chain:
     """A region as it is read: its items and nodes, and the tensors it reads besides x, weight and bias.
 
-    An item is an Op (numbers only), ("vec", op name, tensor index) or ("norm", name, num_groups, eps, weight
-    index, bias index); an index points into ``tensors``, whose entries are graph nodes (a get_attr the graph
-    already has) or attribute names (a module's parameter, read with a get_attr made when the region is fused)."""
+    An item is an Op (numbers only), ("vec", op name, tensor index), ("module", target) for an activation module
+    or ("norm", target, weight index, bias index) for a norm module: the modules' ops are made from their attributes
+    on each call, as the original ops read them. An index points into ``tensors``, whose entries are get_attr nodes
+    of the graph or attribute names (a module's parameter, read with a get_attr made when the region is fused)."""
 
     def __init__(self, root: nn.Module, features: int | None, linear: bool):
         self.root = root
@@ -199,18 +224,43 @@ def _arithmetic(chain: _Chain, node: fx.Node, value: fx.Node):
     return None
 
 
+def _module_op(module: nn.Module) -> Op | None:
+    """The op an activation module is, from its attributes as they are now (they may change after fuse), or None.
+    Raises ValueError / TypeError for attributes the op does not take."""
+    kind = type(module)
+    if kind in _MODULES:
+        name, attrs = _MODULES[kind]
+        return Op(name, *(getattr(module, a) for a in attrs))
+    if kind is nn.GELU:
+        return Op(_GELUS[module.approximate]) if module.approximate in _GELUS else None
+    return None
+
+
+def _module_state(module: nn.Module) -> tuple:
+    """What the op of an activation or norm module is made from: a cache key."""
+    kind = type(module)
+    attrs = _MODULES[kind][1] if kind in _MODULES else \
+        ("approximate",) if kind is nn.GELU else ("num_groups", "eps") if kind is nn.GroupNorm else ("eps",)
+    return tuple(getattr(module, a) for a in attrs)
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Forward hooks run around a module's call: a fused region would skip them (weight_norm's is one)."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or torch_module._global_forward_hooks or
+                torch_module._global_forward_pre_hooks)
+
+
 def _one_op(chain: _Chain, node: fx.Node, value: fx.Node):
     """``node`` applied to ``value`` as epilogue items ([] for an identity), or None if the pass does not know it."""
     module = chain.module(node)
     if module is not None:
-        if node.args != (value,) or node.kwargs:
+        if node.args != (value,) or node.kwargs or _has_hooks(module):
             return None
         kind = type(module)
-        if kind in _MODULES:
-            name, attrs = _MODULES[kind]
-            return [Op(name, *(getattr(module, a) for a in attrs))]
-        if kind is nn.GELU:
-            return [Op(_GELUS[module.approximate])] if module.approximate in _GELUS else None
+        if _module_op(module) is not None:
+            return [("module", node.target)]
         if kind is nn.Identity:
             return []
         if kind is nn.Dropout:  # the identity in eval mode; in training mode the region runs the replay
@@ -244,19 +294,19 @@ def _norm(chain: _Chain, node: fx.Node, module: nn.Module):
     if type(module) is nn.GroupNorm:
         if features is not None and module.num_channels != features:
             return None
-        name, groups = "group_norm", module.num_groups
+        name = "group_norm"
     elif type(module) is nn.LayerNorm:
         shape = tuple(module.normalized_shape)
         if len(shape) != 1 or (features is not None and shape[0] != features):
             return None
-        name, groups = "layer_norm", None
+        name = "layer_norm"
     else:
         return None
     weight = None if module.weight is None else chain.tensor(f"{node.target}.weight")
     bias = None if module.bias is None else chain.tensor(f"{node.target}.bias")
     chain.has_norm = True
     chain.group_norm = name == "group_norm"
-    return [("norm", name, groups, module.eps, weight, bias)]
+    return [("norm", node.target, weight, bias)]
 
 
 def _swish(chain: _Chain, value: fx.Node, users):
@@ -266,7 +316,7 @@ def _swish(chain: _Chain, value: fx.Node, users):
             (sig.op == "call_function" and sig.target in (F.sigmoid, torch.sigmoid) and len(sig.args) == 1
              and not sig.kwargs) or
             (sig.op == "call_method" and sig.target == "sigmoid" and len(sig.args) == 1) or
-            type(chain.module(sig)) is nn.Sigmoid)
+            (type(chain.module(sig)) is nn.Sigmoid and not _has_hooks(chain.module(sig))))
         if is_sigmoid and _arithmetic_kind(product) == "mul" and set(product.args) == {value, sig}:
             return sig, product
     return None
@@ -278,6 +328,7 @@ def _read_chain(chain: _Chain, start: fx.Node, residuals: bool) -> str:
     value = chain_input = start  # chain_input: the v0 of a residual (the norm's output in the post-chain)
     checkpoint = chain.state()   # the chain when chain_input was set: a residual never reached unwinds to it
     residual = None              # the pending `f(v0) + v0`, once v0 is seen to have that second use
+    aliases = {start}            # chain_input and the identities of it (nn.Identity, eval Dropout): one tensor
     why = None
     while why is None:
         users = list(value.users)
@@ -305,6 +356,9 @@ def _read_chain(chain: _Chain, start: fx.Node, residuals: bool) -> str:
                 f"a value used by {', '.join(_describe(chain, u) for u in users) or 'nothing'}"
             break
         node = users[0]
+        if residual is not None and value in aliases and _in_place(chain.root, node):
+            why = f"{_describe(chain, node)}, which overwrites a value the residual reads"
+            break
         state = chain.state()
         try:
             items = _one_op(chain, node, value)
@@ -320,16 +374,18 @@ def _read_chain(chain: _Chain, start: fx.Node, residuals: bool) -> str:
                 why = f"{_describe(chain, node)}, which the pass does not fuse"
             break
         chain.take(items, [node])
+        if not items and value in aliases:
+            aliases.add(node)
         value = node
         if any(isinstance(i, tuple) and i[0] == "norm" for i in items):
             if residual is not None:  # its v0 is the norm's input: not expressible after the norm
                 why = f"{_describe(chain, node)}, with a residual across it"
                 break
-            chain_input, checkpoint = value, chain.state()
+            chain_input, checkpoint, aliases = value, chain.state(), {value}
             residuals = True  # the post-chain's v0 is the norm's output, in either kind of region
     if residual is not None:
         chain.restore(checkpoint)
-        return f"{_describe(chain, residual)}, which adds the chain's input to a value the pass cannot fuse"
+        return f"{why}, and {_describe(chain, residual)} adds the chain's input to that value"
     return why
 
 
@@ -369,25 +425,29 @@ class FusedRegion(nn.Module):
         return state
 
     def epilogue(self, tensors) -> Epilogue:
-        """The chain over these per-feature tensors, made once while they are the same tensor objects."""
+        """The chain over these per-feature tensors and the modules' attributes as they are now; made again only
+        when a tensor object or an attribute changed."""
+        modules = [self.replay.get_submodule(i[1]) for i in self.items if isinstance(i, tuple) and i[0] != "vec"]
+        key = (tuple(id(t) for t in tensors), tuple(_module_state(m) for m in modules))
         compiling = torch.compiler.is_compiling()  # traced once: no cache (and no attribute writes) in the graph
         cached = self._cached
-        if (not compiling and cached is not None and len(cached[0]) == len(tensors) and
-                all(a is b for a, b in zip(cached[0], tensors))):
-            return cached[1]
+        if not compiling and cached is not None and cached[0] == key and all(
+                a is b for a, b in zip(cached[1], tensors)):
+            return cached[2]
         ops = []
         for item in self.items:
             if isinstance(item, Op):
                 ops.append(item)
             elif item[0] == "vec":
                 ops.append(Op(item[1], tensors[item[2]]))
+            elif item[0] == "module":
+                ops.append(_module_op(self.replay.get_submodule(item[1])))
             else:
-                _, name, groups, eps, w, b = item
-                affine = dict(weight=None if w is None else tensors[w], bias=None if b is None else tensors[b], eps=eps)
-                ops.append(Op(name, groups, **affine) if groups is not None else Op(name, **affine))
+                ops.append(_norm_op(self.replay.get_submodule(item[1]), *(
+                    None if i is None else tensors[i] for i in item[2:])))
         epi = Epilogue(ops)
         if not compiling:
-            self._cached = (tuple(tensors), epi)
+            self._cached = (key, tuple(tensors), epi)
         return epi
 
     def fusable(self, x, weight, bias, tensors) -> str | None:
@@ -411,6 +471,12 @@ class FusedRegion(nn.Module):
                 return "a per-feature tensor that is not one value per feature on x's device"
             if i in self.vector_inputs and t.dtype != x.dtype:
                 return f"a {t.dtype} per-feature tensor, which promotes {x.dtype} values to {t.dtype}"
+            if i in self.vector_inputs and not t.is_contiguous():  # its encoding would be a copy made once
+                return "a per-feature tensor that is not contiguous"
+        try:
+            self.epilogue(tensors)
+        except (TypeError, ValueError):
+            return "module attributes or parameters the fused op does not take"
         if not x.is_cuda:  # last, so that the checks above are seen (and tested) on the CPU too
             return f"{x.device.type} tensors"
         return None
@@ -443,7 +509,7 @@ def _linear(root: nn.Module, node: fx.Node):
     graph nodes, or attribute names for an nn.Linear's parameters."""
     if node.op == "call_module":
         module = root.get_submodule(node.target)
-        if not isinstance(module, nn.Linear) or type(module).forward is not nn.Linear.forward:
+        if not isinstance(module, nn.Linear) or type(module).forward is not nn.Linear.forward or _has_hooks(module):
             return None
         if node.kwargs or len(node.args) != 1:
             return None
@@ -479,7 +545,15 @@ def _replay(gm: fx.GraphModule, nodes: list[fx.Node], inputs: list, end: fx.Node
     return fx.GraphModule(gm, graph, class_name="Replay")
 
 
-def _chain_text(items, tensors) -> str:
+def _norm_op(module: nn.Module, weight, bias) -> Op:
+    """The group_norm / layer_norm op of an nn.GroupNorm / nn.LayerNorm, with these affine tensors."""
+    affine = dict(weight=weight, bias=bias, eps=module.eps)
+    if type(module) is nn.GroupNorm:
+        return Op("group_norm", module.num_groups, **affine)
+    return Op("layer_norm", **affine)
+
+
+def _chain_text(root: nn.Module, items, tensors) -> str:
     def name(i):
         source = tensors[i]
         return source.target if isinstance(source, fx.Node) else source
@@ -490,11 +564,15 @@ def _chain_text(items, tensors) -> str:
             parts.append(str(item))
         elif item[0] == "vec":
             parts.append(f"{item[1]}({name(item[2])})")
-        else:
-            _, kind, groups, eps, w, b = item
-            args = ([str(groups)] if groups is not None else []) + \
-                   [f"{p}={name(i)}" for p, i in (("weight", w), ("bias", b)) if i is not None]
-            parts.append(f"{kind}({', '.join(args)})")
+        elif item[0] == "module":
+            parts.append(str(_module_op(root.get_submodule(item[1]))))
+        else:  # as Op prints it, without making one: the model's tensors may be of a dtype the op refuses
+            module = root.get_submodule(item[1])
+            args = [str(module.num_groups)] if type(module) is nn.GroupNorm else []
+            args += [f"{p}={name(i)}" for p, i in zip(("weight", "bias"), item[2:]) if i is not None]
+            args += [f"eps={module.eps:g}"] if module.eps != 1e-5 else []
+            kind = "group_norm" if type(module) is nn.GroupNorm else "layer_norm"
+            parts.append(f"{kind}({', '.join(args)})" if args else kind)
     return " | ".join(parts)
 
 
@@ -505,6 +583,8 @@ def _elementwise_start(chain: _Chain, node: fx.Node):
     if len(tensors) != 1 or tensors[0].op == "get_attr":
         return None
     value = tensors[0]
+    if _in_place(chain.root, node):  # it overwrites a value from outside the chain, which others may read
+        return None
     users = list(value.users)
     if len(users) == 2 and (swish := _swish(chain, value, users)) is not None and swish[0] is node:
         return value, [Op("silu")], list(swish)
@@ -513,6 +593,17 @@ def _elementwise_start(chain: _Chain, node: fx.Node):
     except (TypeError, ValueError):
         return None
     return (value, items, [node]) if items else None
+
+
+def _nodes_between(gm: fx.GraphModule, first: fx.Node, last: fx.Node) -> list[fx.Node]:
+    out, inside = [], False
+    for n in gm.graph.nodes:
+        inside = inside or n is first
+        if inside:
+            out.append(n)
+        if n is last:
+            break
+    return out
 
 
 def _unique_target(gm: fx.GraphModule, base: str) -> str:
@@ -557,7 +648,14 @@ def _fuse_graph(gm: fx.GraphModule) -> list[str]:
         end = chain.nodes[-1]
         inputs = [x, weight, bias, *chain.tensors]
         nodes = [n for n in gm.graph.nodes if n in members]
-        text = _chain_text(chain.items, chain.tensors)
+        # The region runs where its last node was: a write in between to what it reads would come first.
+        between = _nodes_between(gm, nodes[0], end)
+        writer = next((n for n in between if n not in members and _in_place(gm, n)), None)
+        if writer is not None:
+            notes.append(f"{name}: not fused: {_describe(chain, writer)} writes in place between the region's first "
+                         "and last op")
+            continue
+        text = _chain_text(gm, chain.items, chain.tensors)
         region = FusedRegion(f"{name} -> {text}" if found else text, chain.items, _replay(gm, nodes, inputs, end),
                              chain.dropouts, chain.group_norm, linear=found is not None)
         target = _unique_target(gm, f"{name.replace('.', '_')}_fused")
@@ -597,8 +695,8 @@ def fuse(module: nn.Module) -> nn.Module:
         gm = fx.GraphModule(module, _Tracer().trace(module), type(module).__name__)
     except Exception as error:  # noqa: BLE001 - torch.fx raises many kinds (TraceError, TypeError, ...)
         return _fuse_children(module, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    _restore_unused(gm, module)  # first: region names then avoid every name the model uses
     notes = _fuse_graph(gm)
-    _restore_unused(gm, module)
     gm.training = module.training  # not gm.train(): that would set the mode of the model's own submodules
     notes = notes or ["nothing to fuse: no Linear, nor a chain of two or more elementwise ops"]
     object.__setattr__(gm, "_cutlass_ext_report", notes)
@@ -624,9 +722,9 @@ def _fuse_children(module: nn.Module, error: str) -> nn.Module:
 
 
 def _restore_unused(gm: fx.GraphModule, module: nn.Module) -> None:
-    """Registers in ``gm`` what ``module`` holds but its forward never reads (symbolic_trace keeps only what the
-    graph uses), so that the state_dict keeps every key of the model's."""
-    for name, sub in module.named_modules():
+    """Registers in ``gm`` what ``module`` holds but its forward never reads (tracing keeps only what the graph
+    uses), and makes the state_dict's keys exactly the model's."""
+    for name, sub in module.named_modules(remove_duplicate=False):  # a module under two names: both keys
         try:
             mine = gm.get_submodule(name) if name else gm
         except AttributeError:
@@ -640,8 +738,16 @@ def _restore_unused(gm: fx.GraphModule, module: nn.Module) -> None:
         for bname, b in sub._buffers.items():
             if bname not in mine._buffers and not hasattr(mine, bname):
                 mine.register_buffer(bname, b, persistent=bname not in sub._non_persistent_buffers_set)
-            elif bname in sub._non_persistent_buffers_set:  # symbolic_trace registers a copied buffer as persistent
-                mine._non_persistent_buffers_set.add(bname)
+    # GraphModule registers every tensor the graph reads as a persistent buffer: plain tensor attributes of the
+    # model, constants made in forward (_tensor_constant0), non-persistent buffers. Only the model's keys stay.
+    keys = set(module.state_dict().keys())
+    model_modules = {id(m) for m in module.modules()}
+    for name, sub in gm.named_modules(remove_duplicate=False):
+        if id(sub) in model_modules:  # the model's own: its keys are the model's
+            continue
+        for bname in sub._buffers:
+            if (f"{name}.{bname}" if name else bname) not in keys:
+                sub._non_persistent_buffers_set.add(bname)
 
 
 def report_lines(module: nn.Module) -> list[str]:
