@@ -30,19 +30,19 @@ def fused_lines(gm):
 def force_fused(monkeypatch):
     """Every region runs its fused op (on the CPU: cutlass_ext's reference path) wherever only the device stops it.
     Yields the list of regions that did, one entry per call."""
-    real_fusable, real_fused = cfx.FusedRegion.fusable, cfx.FusedRegion.fused
+    real_plan, real_run = cfx.FusedRegion._plan, cfx.FusedRegion._run
     ran = []
 
-    def fusable(self, x, weight, bias, tensors):
-        why = real_fusable(self, x, weight, bias, tensors)
-        return None if why == f"{x.device.type} tensors" else why
+    def plan(self, x, weight, bias, tensors):
+        epi, why = real_plan(self, x, weight, bias, tensors)
+        return epi, None if why == f"{x.device.type} tensors" else why
 
-    def fused(self, *args):
+    def run(self, x, weight, bias, epi):
         ran.append(self.name)
-        return real_fused(self, *args)
+        return real_run(self, x, weight, bias, epi)
 
-    monkeypatch.setattr(cfx.FusedRegion, "fusable", fusable)
-    monkeypatch.setattr(cfx.FusedRegion, "fused", fused)
+    monkeypatch.setattr(cfx.FusedRegion, "_plan", plan)
+    monkeypatch.setattr(cfx.FusedRegion, "_run", run)
     yield ran
 
 

@@ -39,11 +39,9 @@ from torch import fx, nn
 
 from .epilogue import MAX_OPS, MAX_VECTORS, Epilogue, Op
 from .nn import FusedLinear
-from .ops import Path, elementwise, elementwise_path, linear, linear_path
+from .ops import FUSED_DTYPES, Path, elementwise, elementwise_path, linear, linear_path
 
 __all__ = ["FusedRegion", "fuse", "report", "report_lines"]
-
-_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # --- The ops the pass knows, as they appear in a traced graph ----------------------------------------------------
 # Functions and methods: the epilogue op, and the names of the call's parameters after its input in positional
@@ -66,12 +64,9 @@ _FUNCTIONS = {
     torch.clamp: ("clamp", ("min", "max")), torch.clip: ("clamp", ("min", "max")),
     torch.clamp_min: ("clamp", ("min",)), torch.clamp_max: ("clamp", ("max",)),
 }
-_METHODS = {
-    "relu": ("relu", ()), "relu_": ("relu", ()), "sigmoid": ("sigmoid", ()), "sigmoid_": ("sigmoid", ()),
-    "tanh": ("tanh", ()), "tanh_": ("tanh", ()), "abs": ("abs", ()), "abs_": ("abs", ()),
-    "neg": ("neg", ()), "neg_": ("neg", ()),
-    "clamp": ("clamp", ("min", "max")), "clamp_": ("clamp", ("min", "max")),
-    "clip": ("clamp", ("min", "max")), "clip_": ("clamp", ("min", "max")),
+_METHODS = {  # and their in-place forms (x.relu_()), by _method_name
+    "relu": ("relu", ()), "sigmoid": ("sigmoid", ()), "tanh": ("tanh", ()), "abs": ("abs", ()), "neg": ("neg", ()),
+    "clamp": ("clamp", ("min", "max")), "clip": ("clamp", ("min", "max")),
     "clamp_min": ("clamp", ("min",)), "clamp_max": ("clamp", ("max",)),
 }
 # Modules, by exact type (a subclass may have a forward of its own): the epilogue op and the attributes holding its
@@ -87,13 +82,19 @@ _MODULES = {
 }
 _GELUS = {"none": "gelu", "tanh": "gelu_tanh"}
 _NUMERIC = ("add", "sub", "mul", "div", "neg", "abs")  # what Python numbers also do
-# Binary arithmetic, by function or method name.
+# Binary arithmetic, by function or method name (methods also in-place: x.mul_(2)).
 _ARITHMETIC = {
-    operator.mul: "mul", torch.mul: "mul", "mul": "mul", "mul_": "mul",
-    operator.add: "add", torch.add: "add", "add": "add", "add_": "add",
-    operator.sub: "sub", torch.sub: "sub", "sub": "sub", "sub_": "sub",
-    operator.truediv: "div", torch.div: "div", "div": "div", "div_": "div",
+    operator.mul: "mul", torch.mul: "mul", "mul": "mul",
+    operator.add: "add", torch.add: "add", "add": "add",
+    operator.sub: "sub", torch.sub: "sub", "sub": "sub",
+    operator.truediv: "div", torch.div: "div", "div": "div",
 }
+
+
+def _method_name(node: fx.Node) -> str:
+    """A call_method's name without the trailing underscore of its in-place form."""
+    name = node.target
+    return name[:-1] if name.endswith("_") and not name.endswith("__") else name
 
 
 def _is_number(value) -> bool:
@@ -103,7 +104,7 @@ def _is_number(value) -> bool:
 def _arithmetic_kind(node: fx.Node) -> str | None:
     if node.op not in ("call_function", "call_method") or len(node.args) != 2:
         return None
-    kind = _ARITHMETIC.get(node.target)
+    kind = _ARITHMETIC.get(_method_name(node) if node.op == "call_method" else node.target)
     if node.kwargs and not (kind in ("add", "sub") and node.kwargs == {"alpha": 1}):
         return None
     return kind
@@ -278,10 +279,10 @@ def _one_op(chain: _Chain, node: fx.Node, value: fx.Node):
     if node.op == "call_function" and node.target is F.dropout:  # training=False as traced: the identity
         bound = _bind(node, ("p", "training", "inplace"))
         return [] if bound is not None and bound.get("training", True) is False else None
-    table = _FUNCTIONS if node.op == "call_function" else _METHODS
-    if node.target not in table:
+    table, key = (_FUNCTIONS, node.target) if node.op == "call_function" else (_METHODS, _method_name(node))
+    if key not in table:
         return _arithmetic(chain, node, value)
-    name, names = table[node.target]
+    name, names = table[key]
     bound = _bind(node, names)
     return None if bound is None else [Op(name, **bound)]
 
@@ -417,7 +418,8 @@ class FusedRegion(nn.Module):
         object.__setattr__(self, "replay", replay)
         self.dropouts = dropouts  # names of the replay's Dropout modules
         self.vector_inputs = {i[2] for i in items if isinstance(i, tuple) and i[0] == "vec"}  # indices in *tensors
-        self._cached = None  # (tensors, Epilogue) of the last call
+        self.module_targets = [i[1] for i in items if isinstance(i, tuple) and i[0] != "vec"]
+        self._cached = None  # (key, tensors, Epilogue) of the last call
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -426,14 +428,12 @@ class FusedRegion(nn.Module):
 
     def epilogue(self, tensors) -> Epilogue:
         """The chain over these per-feature tensors and the modules' attributes as they are now; made again only
-        when a tensor object or an attribute changed."""
-        modules = [self.replay.get_submodule(i[1]) for i in self.items if isinstance(i, tuple) and i[0] != "vec"]
-        key = (tuple(id(t) for t in tensors), tuple(_module_state(m) for m in modules))
+        when a tensor object or an attribute changed (the cache holds the tensors, so their ids are not reused)."""
+        key = (tuple(id(t) for t in tensors),
+               tuple(_module_state(self.replay.get_submodule(t)) for t in self.module_targets))
         compiling = torch.compiler.is_compiling()  # traced once: no cache (and no attribute writes) in the graph
-        cached = self._cached
-        if not compiling and cached is not None and cached[0] == key and all(
-                a is b for a, b in zip(cached[1], tensors)):
-            return cached[2]
+        if not compiling and self._cached is not None and self._cached[0] == key:
+            return self._cached[2]
         ops = []
         for item in self.items:
             if isinstance(item, Op):
@@ -450,54 +450,57 @@ class FusedRegion(nn.Module):
             self._cached = (key, tuple(tensors), epi)
         return epi
 
-    def fusable(self, x, weight, bias, tensors) -> str | None:
-        """None where the fused op computes what the original ops do and can run fast, else why not."""
+    def _plan(self, x, weight, bias, tensors) -> tuple[Epilogue | None, str | None]:
+        """(the chain, None) where the fused op computes what the original ops do and can run fast, else (the
+        chain or None, why not). The device is checked last, so the other checks are seen (and tested) on the
+        CPU too."""
         if not isinstance(x, torch.Tensor) or (self.linear and not isinstance(weight, torch.Tensor)):
-            return "inputs that are not tensors"
-        if x.dtype not in _FLOAT_DTYPES:
-            return f"{x.dtype} inputs (the fused ops take float32, bfloat16 and float16)"
+            return None, "inputs that are not tensors"
+        if x.dtype not in FUSED_DTYPES:
+            return None, f"{x.dtype} inputs (the fused ops take float32, bfloat16 and float16)"
         if self.linear and (weight.dtype != x.dtype or weight.dim() != 2 or x.dim() == 0 or
                             (bias is not None and (bias.dtype != x.dtype or bias.device != x.device))):
-            return "operands that F.linear would promote, broadcast or reject"
+            return None, "operands that F.linear would promote, broadcast or reject"
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, *tensors)):
-            return "autograd (the original ops are differentiable)"
+            return None, "autograd (the original ops are differentiable)"
         if self.group_norm and x.dim() != 2:
-            return "nn.GroupNorm on a tensor that is not 2-D (it normalizes dim 1, the fused stage the features)"
+            return None, "nn.GroupNorm on a tensor that is not 2-D (it normalizes dim 1, the fused stage the features)"
         if any(self.replay.get_submodule(d).training for d in self.dropouts):
-            return "a Dropout in training mode"
+            return None, "a Dropout in training mode"
         features = weight.shape[0] if self.linear else (x.shape[-1] if x.dim() else None)
         for i, t in enumerate(tensors):
             if not (isinstance(t, torch.Tensor) and t.dim() == 1 and t.numel() == features and t.device == x.device):
-                return "a per-feature tensor that is not one value per feature on x's device"
+                return None, "a per-feature tensor that is not one value per feature on x's device"
             if i in self.vector_inputs and t.dtype != x.dtype:
-                return f"a {t.dtype} per-feature tensor, which promotes {x.dtype} values to {t.dtype}"
+                return None, f"a {t.dtype} per-feature tensor, which promotes {x.dtype} values to {t.dtype}"
             if i in self.vector_inputs and not t.is_contiguous():  # its encoding would be a copy made once
-                return "a per-feature tensor that is not contiguous"
+                return None, "a per-feature tensor that is not contiguous"
         try:
-            self.epilogue(tensors)
+            epi = self.epilogue(tensors)
         except (TypeError, ValueError):
-            return "module attributes or parameters the fused op does not take"
-        if not x.is_cuda:  # last, so that the checks above are seen (and tested) on the CPU too
-            return f"{x.device.type} tensors"
-        return None
+            return None, "module attributes or parameters the fused op does not take"
+        return epi, None if x.is_cuda else f"{x.device.type} tensors"
 
-    def fused(self, x, weight=None, bias=None, *tensors):
-        """The fused op on whatever path it takes for these inputs (the CPU's reference too): what forward runs
-        where ``fusable`` allows it."""
-        epi = self.epilogue(tensors)
+    def fusable(self, x, weight, bias, tensors) -> str | None:
+        """None where forward runs the fused op for these inputs, else why it runs the original ops."""
+        return self._plan(x, weight, bias, tensors)[1]
+
+    def _run(self, x, weight, bias, epi: Epilogue):
         return linear(x, weight, bias, epi) if self.linear else elementwise(x, epi)
 
+    def fused(self, x, weight=None, bias=None, *tensors):
+        """The fused op on whatever path it takes for these inputs (the CPU's reference too)."""
+        return self._run(x, weight, bias, self.epilogue(tensors))
+
     def forward(self, x, weight=None, bias=None, *tensors):
-        if self.fusable(x, weight, bias, tensors) is None:
-            return self.fused(x, weight, bias, *tensors)
-        return self.replay(x, weight, bias, *tensors)
+        epi, why = self._plan(x, weight, bias, tensors)
+        return self._run(x, weight, bias, epi) if why is None else self.replay(x, weight, bias, *tensors)
 
     def path(self, x, weight=None, bias=None, *tensors) -> Path:
         """What ``forward`` runs for these inputs, and why."""
-        why = self.fusable(x, weight, bias, tensors)
+        epi, why = self._plan(x, weight, bias, tensors)
         if why is not None:
             return Path(False, f"the original ops, for {why}")
-        epi = self.epilogue(tensors)
         return linear_path(x, weight, bias, epi) if self.linear else elementwise_path(x, epi)
 
     def extra_repr(self) -> str:
