@@ -3,10 +3,11 @@
 
     python benchmarks/bench_configs.py [--shapes 128x1024x8192,...] [--chain TEXT] [--rounds 3] [--out DIR]
 
-For each shape (M x N x K, bf16 unless --dtype), every configuration is timed with triton's do_bench (median) in
---rounds interleaved rounds beside F.linear, and reported as its median time over F.linear's in the same rounds.
-Split-K configurations are skipped where the output has more than 4M elements (they would cut their splits down
-to fit their workspace). Writes bench_configs.md and .json; prints, per shape, the heuristic's pick and the best.
+For each shape (M x N x K, bf16 unless --dtype; float32 times the TF32 kernels against F.linear with TF32 on),
+every configuration is timed with triton's do_bench (median) in --rounds rotated rounds beside F.linear, and
+reported as its median time over F.linear's in the same rounds. Split-K configurations are skipped where the output
+has more than 4M elements (they would cut their splits down to fit their workspace). Writes bench_configs.md
+and .json; prints, per shape, the heuristic's pick and the best.
 """
 
 import argparse
@@ -14,13 +15,12 @@ import datetime
 import json
 import os
 import pathlib
-import statistics
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench
 
 import cutlass_ext
+from common import timed
 
 # The sweep's small-output rows (where split K may pay) and its K = 4096 rows with many tiles.
 DEFAULT_SHAPES = ([(m, n, k) for m in (1, 16, 128, 512) for n in (1024, 4096, 8192) for k in (1024, 4096, 8192)] +
@@ -36,13 +36,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", type=parse_shapes, default=DEFAULT_SHAPES)
     parser.add_argument("--chain", default="mul(0.5) | hardtanh(-2, 2) | gelu")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rep", type=int, default=20, help="do_bench rep (ms) per measurement")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
     dtype = getattr(torch, args.dtype)
+    precision = ""
+    if dtype == torch.float32:  # 'high': the TF32 kernels, and F.linear on TF32 tensor cores too
+        torch.backends.cuda.matmul.allow_tf32 = True
+        precision = "high"
     epi = cutlass_ext.Epilogue(args.chain)
     encoded = epi.encode()
     configs = torch.ops.cutlass_ext.fused_linear_configs(dtype)
@@ -54,13 +58,10 @@ def main():
         names = [c for c in configs if "_splitk" not in c or m * n <= 4 << 20]
         calls = {"F.linear": lambda: F.linear(x, w, b)}
         for name in names:
-            calls[name] = (lambda name=name: torch.ops.cutlass_ext.fused_linear.default(x, w, b, *encoded, name))
-        times = {name: [] for name in calls}
-        for _ in range(args.rounds):
-            for name, fn in calls.items():
-                times[name].append(do_bench(fn, warmup=5, rep=args.rep, return_mode="median"))
-        ms = {name: statistics.median(t) for name, t in times.items()}
-        pick = torch.ops.cutlass_ext.fused_linear_plan(x, w, b, *encoded, "")
+            calls[name] = (lambda name=name: torch.ops.cutlass_ext.fused_linear.default(x, w, b, *encoded, name,
+                                                                                       precision))
+        ms = timed(calls, args.rep, args.rounds)
+        pick = torch.ops.cutlass_ext.fused_linear_plan(x, w, b, *encoded, precision)
         ratios = {name: ms[name] / ms["F.linear"] for name in names}
         best = min(ratios, key=ratios.get)
         rows.append({"m": m, "n": n, "k": k, "f_linear_ms": ms["F.linear"], "ratios": ratios, "pick": pick,
@@ -75,7 +76,7 @@ def main():
     (out / "bench_configs.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     short = {c: c.split("_", 1)[1] for c in configs}
     lines = [f"GPU: {meta['gpu']}, {args.dtype}, chain '{args.chain}', {meta['date']}; time / F.linear (medians of "
-             f"{args.rounds} interleaved rounds)", "",
+             f"{args.rounds} rotated rounds at sustained clocks)", "",
              "| M | N | K | F.linear us | pick | best | " + " | ".join(short.values()) + " |",
              "|---|---|---|---|---|---|" + "---|" * len(configs)]
     for r in rows:

@@ -4,7 +4,8 @@ torch.compile, on shared/problems/hardtanh_large.py (4096 x 393216) and 3-op cha
     python benchmarks/bench_elementwise.py [--out DIR] [--rows 4096] [--cols 393216]
 
 Bandwidth counts the bytes that must move: the input read once and the output written once. Times are medians
-of triton.testing.do_bench on one GPU, all columns of a row measured in the same run.
+of triton.testing.do_bench on one GPU, all columns of a row measured side by side in 3 rotated rounds at the
+GPU's sustained clocks (common.py).
 """
 
 import argparse
@@ -16,9 +17,9 @@ import pathlib
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench
 
 import cutlass_ext
+from common import timed
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROBLEMS = pathlib.Path(os.environ.get("CUTLASS_EXT_PROBLEMS", ROOT.parent / "shared" / "problems"))
@@ -46,10 +47,6 @@ def chains():
     ], problem is not None
 
 
-def bench(fn):
-    return do_bench(fn, warmup=100, rep=400, return_mode="median")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for the .md and .json results")
@@ -67,7 +64,6 @@ def main():
         x = (torch.rand(args.rows, args.cols, device="cuda") * 6 - 3).to(dtype)
         out = torch.empty_like(x)
         nbytes = 2 * x.numel() * x.element_size()
-        copy_ms = bench(lambda: out.copy_(x))
         for name, text, eager in workloads:
             epi = cutlass_ext.Epilogue(text)
             compiled = torch.compile(eager)
@@ -77,14 +73,12 @@ def main():
             exact = torch.equal(ours, want)
             max_err = (ours.float() - want.float()).abs().max().item()
             del ours, want
-            row = {
-                "workload": name, "epilogue": text, "dtype": dtype_name, "shape": [args.rows, args.cols],
-                "copy_ms": copy_ms,
-                "cutlass_ext_ms": bench(lambda: cutlass_ext.elementwise(x, epi, out=out)),
-                "eager_ms": bench(lambda: eager(x)),
-                "compile_ms": bench(lambda: compiled(x)),
-                "identical_to_eager": exact, "max_abs_diff_vs_eager": max_err,
-            }
+            fns = {"copy": lambda: out.copy_(x), "cutlass_ext": lambda: cutlass_ext.elementwise(x, epi, out=out),
+                   "eager": lambda: eager(x), "compile": lambda: compiled(x)}
+            row = {"workload": name, "epilogue": text, "dtype": dtype_name, "shape": [args.rows, args.cols],
+                   "identical_to_eager": exact, "max_abs_diff_vs_eager": max_err}
+            row.update({f"{key}_ms": ms for key, ms in timed(fns, 150, 3).items()})
+            copy_ms = row["copy_ms"]
             row["cutlass_ext_GBps"] = nbytes / row["cutlass_ext_ms"] / 1e6
             row["copy_GBps"] = nbytes / copy_ms / 1e6
             row["fraction_of_copy"] = copy_ms / row["cutlass_ext_ms"]

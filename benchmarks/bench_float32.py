@@ -1,13 +1,13 @@
 """Float32 inputs: the fused Linear at precision 'highest' (split TF32, FP32-level error) and 'high' (TF32) on the
 reference problems, against PyTorch float32 (eager, torch.compile, F.linear alone as SGEMM and as TF32).
 
-    python benchmarks/bench_float32.py [--out DIR] [--rep MS]
+    python benchmarks/bench_float32.py [--out DIR] [--rep MS] [--rounds 3]
 
-Per problem (shared/problems, their own shapes and torch.rand inputs): times (medians of triton do_bench), the
-allclose(atol=rtol=1e-4) check against the float32 model on 5 fresh inputs, and the GEMM's relative error
-(Frobenius norm) against float64 for SGEMM, cuBLAS TF32 and ours. The GroupNorm model runs as
-FusedLinear.from_linear_and_norm (the GEMM, then one pass for GroupNorm + hardtanh). Writes bench_float32.md
-and .json.
+Per problem (shared/problems, their own shapes and torch.rand inputs): times (medians of triton do_bench over
+rotated rounds at the GPU's sustained clocks, common.py), the allclose(atol=rtol=1e-4) check against the float32
+model on 5 fresh inputs, and the GEMM's relative error (Frobenius norm) against float64 for SGEMM, cuBLAS TF32 and
+ours. The GroupNorm model runs as FusedLinear.from_linear_and_norm (the GEMM, then one pass for GroupNorm +
+hardtanh). Writes bench_float32.md and .json.
 """
 
 import argparse
@@ -19,9 +19,9 @@ import pathlib
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench
 
 import cutlass_ext
+from common import timed
 from cutlass_ext.nn import FusedLinear
 from cutlass_ext.ops import _float32_matmul_precision as matmul_precision
 
@@ -45,7 +45,7 @@ def rel_error(got, ref):
     return ((got.double() - ref).norm() / ref.norm()).item()
 
 
-def measure(name, rep):
+def measure(name, rep, rounds):
     mod = load(name)
     torch.manual_seed(0)
     model = mod.Model(*mod.get_init_inputs()).to("cuda")
@@ -61,21 +61,22 @@ def measure(name, rep):
     row = {"name": name, "m": m, "n": w.shape[0], "k": k, "chain": CHAINS[name],
            "path_highest": str(cutlass_ext.linear_path(x, w, b, fused["highest"].epilogue, "highest"))}
 
-    def bench(fn):
-        return do_bench(fn, warmup=max(rep // 4, 10), rep=rep, return_mode="median")
+    def at(precision, fn):  # F.linear and torch.compile read torch's setting on each call
+        def run():
+            with matmul_precision(precision):
+                return fn()
+        return run
 
     with torch.no_grad():
         with matmul_precision("highest"):
             compiled = torch.compile(model)
             compiled(x)
-            row["eager_ms"] = bench(lambda: model(x))
-            row["compile_ms"] = bench(lambda: compiled(x))
-            row["sgemm_f_linear_ms"] = bench(lambda: F.linear(x, w, b))
-            row["fused_highest_ms"] = bench(lambda: ours["highest"](x))
-            row["fused_highest_empty_chain_ms"] = bench(lambda: cutlass_ext.linear(x, w, b, None, "highest"))
-        with matmul_precision("high"):
-            row["tf32_f_linear_ms"] = bench(lambda: F.linear(x, w, b))
-            row["fused_high_ms"] = bench(lambda: ours["high"](x))
+        fns = {"eager": at("highest", lambda: model(x)), "compile": at("highest", lambda: compiled(x)),
+               "sgemm_f_linear": at("highest", lambda: F.linear(x, w, b)),
+               "fused_highest": lambda: ours["highest"](x),
+               "fused_highest_empty_chain": lambda: cutlass_ext.linear(x, w, b, None, "highest"),
+               "tf32_f_linear": at("high", lambda: F.linear(x, w, b)), "fused_high": lambda: ours["high"](x)}
+        row.update({f"{key}_ms": ms for key, ms in timed(fns, rep, rounds).items()})
 
         # Accuracy: the acceptance check on 5 fresh inputs, and the GEMM's error against float64 on the first.
         worst, all_close = 0.0, True
@@ -121,10 +122,11 @@ def table(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
-    parser.add_argument("--rep", type=int, default=200, help="do_bench rep (ms) per measurement")
+    parser.add_argument("--rep", type=int, default=100, help="do_bench rep (ms) per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rotated rounds per row (common.py)")
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
-    rows = [measure(name, args.rep) for name in CHAINS]
+    rows = [measure(name, args.rep, args.rounds) for name in CHAINS]
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
     out = pathlib.Path(args.out)

@@ -5,8 +5,9 @@ tail: the bar), eager PyTorch (F.linear then one kernel per op) and torch.compil
 
 Rows: the reference problems of shared/problems (GroupNorm aside), 4096x1024x1024 with gelu, and a sweep of M in
 1..16384 with N, K in {1024, 4096, 8192}. Also "fused, empty chain": the same kernel with no ops, to measure
-what the chain itself costs. Medians of triton.testing.do_bench, all columns of a row in the same run, inputs
-fresh torch.randn scaled like nn.Linear's initialization. Writes bench_linear.md, .json and .png.
+what the chain itself costs. Medians of triton.testing.do_bench over --rounds rotated rounds at the GPU's sustained
+clocks (common.py), all columns of a row in the same run, inputs fresh torch.randn scaled like nn.Linear's
+initialization. Writes bench_linear.md, .json and .png.
 """
 
 import argparse
@@ -17,9 +18,9 @@ import pathlib
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench
 
 import cutlass_ext
+from common import timed
 
 CHAIN_GELU = "mul(0.5) | hardtanh(-2, 2) | gelu"
 CHAIN_SWISH = "silu | div(2) | clamp(-1, 1) | tanh | clamp(-1, 1)"
@@ -37,7 +38,7 @@ def eager_chain(text):
     raise ValueError(text)
 
 
-def measure(name, m, n, k, chain, compiled_cache, rep):
+def measure(name, m, n, k, chain, compiled_cache, rep, rounds, settle_s):
     x = torch.randn(m, k, device="cuda", dtype=DTYPE)
     w = ((torch.rand(n, k, device="cuda") * 2 - 1) / k ** 0.5).to(DTYPE)
     b = ((torch.rand(n, device="cuda") * 2 - 1) / k ** 0.5).to(DTYPE)
@@ -55,18 +56,11 @@ def measure(name, m, n, k, chain, compiled_cache, rep):
     ours, want = cutlass_ext.linear(x, w, b, epi), eager()
     err = (ours.float() - want.float()).abs().max().item()
 
-    def bench(fn):
-        return do_bench(fn, warmup=max(rep // 4, 10), rep=rep, return_mode="median")
-
-    row = {
-        "name": name, "m": m, "n": n, "k": k, "chain": chain, "path": str(path),
-        "fused_ms": bench(lambda: cutlass_ext.linear(x, w, b, epi)),
-        "fused_empty_chain_ms": bench(lambda: cutlass_ext.linear(x, w, b, empty)),
-        "f_linear_ms": bench(lambda: F.linear(x, w, b)),
-        "eager_ms": bench(eager),
-        "compile_ms": bench(lambda: compiled(x, w, b)),
-        "max_abs_diff_vs_eager": err,
-    }
+    fns = {"fused": lambda: cutlass_ext.linear(x, w, b, epi),
+           "fused_empty_chain": lambda: cutlass_ext.linear(x, w, b, empty),
+           "f_linear": lambda: F.linear(x, w, b), "eager": eager, "compile": lambda: compiled(x, w, b)}
+    row = {"name": name, "m": m, "n": n, "k": k, "chain": chain, "path": str(path), "max_abs_diff_vs_eager": err}
+    row.update({f"{key}_ms": ms for key, ms in timed(fns, rep, rounds, settle_s).items()})
     flops = 2.0 * m * n * k
     row["fused_tflops"] = flops / row["fused_ms"] / 1e9
     row["f_linear_tflops"] = flops / row["f_linear_ms"] / 1e9
@@ -146,25 +140,29 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--quick", action="store_true", help="the acceptance rows only, no sweep")
-    parser.add_argument("--rep", type=int, default=300, help="do_bench rep (ms) per measurement of the problem rows")
+    parser.add_argument("--rep", type=int, default=100, help="do_bench rep (ms) per measurement of the problem rows")
+    parser.add_argument("--rounds", type=int, default=3, help="rotated rounds per row (common.py)")
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
     torch.manual_seed(0)
     compiled = {}
     rows = [
-        measure("linear_scale_hardtanh_gelu", 2048, 8192, 8192, CHAIN_GELU, compiled, args.rep),
-        measure("linear_swish_div_clamp_tanh_clamp", 1024, 8192, 8192, CHAIN_SWISH, compiled, args.rep),
-        measure("gelu_4096x1024x1024", 4096, 1024, 1024, "gelu", compiled, args.rep),
+        measure("linear_scale_hardtanh_gelu", 2048, 8192, 8192, CHAIN_GELU, compiled, args.rep, args.rounds, 1.5),
+        measure("linear_swish_div_clamp_tanh_clamp", 1024, 8192, 8192, CHAIN_SWISH, compiled, args.rep, args.rounds,
+                1.5),
+        measure("gelu_4096x1024x1024", 4096, 1024, 1024, "gelu", compiled, args.rep, args.rounds, 1.5),
     ]
     if not args.quick:
         for n, k in [(nk, kk) for nk in (1024, 4096, 8192) for kk in (1024, 4096, 8192)]:
             for m in (1, 16, 128, 512, 2048, 8192, 16384):
-                rows.append(measure("sweep", m, n, k, CHAIN_GELU, compiled, max(args.rep // 2, 25)))
+                # The sweep's rows follow each other with no idle spell: a short settle suffices.
+                rows.append(measure("sweep", m, n, k, CHAIN_GELU, compiled, max(args.rep // 2, 25), args.rounds, 0.3))
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": str(DTYPE),
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = f"GPU: {meta['gpu']}, torch {meta['torch']}, bf16, {meta['date']}; medians (ms) of triton do_bench\n\n"
+    text = f"GPU: {meta['gpu']}, torch {meta['torch']}, bf16, {meta['date']}; medians (ms) of triton do_bench, "
+    text += f"{args.rounds} rotated rounds at sustained clocks\n\n"
     text += table(rows)
     (out / "bench_linear.md").write_text(text + "\n")
     (out / "bench_linear.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -8,8 +8,9 @@ bf16 and fp16 at the problem's shape, float32 'highest' too (time, and allclose(
 on 5 fresh inputs). Where the time goes: the GEMM alone (bias only), the two-pass form (that GEMM, then the
 stage), the stage alone (group_norm_chain on a GEMM output), and two floors for any second pass over the output: a cheap
 elementwise chain (the compiled elementwise kernel) and a copy (torch clone). The stage is also timed for
-G = 1, 16, 256 and N. Times are medians of triton do_bench; the columns of a row are timed in N interleaved
-rounds and the median of the rounds is kept, so that ratios are side by side. Writes bench_norm.md and .json.
+G = 1, 16, 256 and N. Times are medians of triton do_bench; the columns of a row are timed in N rotated rounds
+at the GPU's sustained clocks (common.py) and the median of the rounds is kept, so that ratios are side by side.
+Writes bench_norm.md and .json.
 """
 
 import argparse
@@ -18,13 +19,12 @@ import importlib.util
 import json
 import os
 import pathlib
-import statistics
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench
 
 import cutlass_ext
+from common import timed
 from cutlass_ext.nn import FusedLinear
 from cutlass_ext.ops import _float32_matmul_precision as matmul_precision
 
@@ -39,15 +39,6 @@ def load():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def timed(fns, rep, rounds):
-    """{name: median over rounds of do_bench's median}, the rounds interleaving every fn."""
-    runs = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            runs[name].append(do_bench(fn, warmup=max(rep // 4, 10), rep=rep, return_mode="median"))
-    return {name: statistics.median(t) for name, t in runs.items()}
 
 
 def measure(mod, dtype, rep, rounds):
@@ -117,7 +108,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--rep", type=int, default=100, help="do_bench rep (ms) per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row")
+    parser.add_argument("--rounds", type=int, default=3, help="rotated rounds per row (common.py)")
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
     mod = load()
@@ -128,7 +119,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     paths = "; ".join(f"{r['dtype']}: {r['path']}" for r in rows)
     text = (f"GPU: {meta['gpu']}, torch {meta['torch']}, {meta['date']}; {NAME}, medians (ms) of triton do_bench "
-            f"over {args.rounds} interleaved rounds; float32 at precision 'highest'.\n\nPaths: {paths}\n\n" +
+            f"over {args.rounds} rotated rounds at sustained clocks; float32 at precision 'highest'.\n\n"
+            f"Paths: {paths}\n\n" +
             table(rows))
     (out / "bench_norm.md").write_text(text + "\n")
     (out / "bench_norm.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -18,7 +18,8 @@ set(elementwise_sources
 set(sm90_sources "")
 foreach(dtype bf16 f16)
   # Each measured best for some bucket of the heuristic (src/fused_linear_registry.cpp); 64x256 ping-pong and a
-  # 128x128 stream-K cooperative were tried and dropped: rarely best, never by more than a few percent.
+  # 128x128 stream-K cooperative were tried and dropped: rarely best, never by more than a few percent. So was a
+  # 128x256 stream-K, bf16 and TF32: its gains and losses changed sign between machines (perf-notes item 32).
   foreach(config 128x256x64_2x1_cooperative 128x128x64_2x1_cooperative 128x128x64_2x1_pingpong
                  64x128x64_1x1_pingpong
                  # the chain of most tiles run during the next tile's mainloop (deferred_chain_epilogue_sm90.hpp)

@@ -5,6 +5,7 @@
 
 #include "chain_program.h"
 #include "cutlass_ext/elementwise.h"
+#include "nvtx_range.h"
 #include "ops.h"
 
 namespace cutlass_ext {
@@ -34,6 +35,7 @@ void run(const at::Tensor& x, const at::Tensor& out, const ChainProgram& program
     args.layout.y_strides[d] = out.stride(d);
   }
   const c10::cuda::CUDAGuard device_guard(x.device());
+  const NvtxRange range{"elementwise"};
   const cudaError_t status =
       run_elementwise(kernel_dtype(x.scalar_type(), kFn), args, program, c10::cuda::getCurrentCUDAStream(x.device().index()));
   TORCH_CHECK(status == cudaSuccess, "cutlass_ext.elementwise: kernel launch failed: ", cudaGetErrorString(status));

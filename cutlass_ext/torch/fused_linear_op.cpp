@@ -6,6 +6,7 @@
 
 #include "chain_program.h"
 #include "cutlass_ext/fused_linear.h"
+#include "nvtx_range.h"
 #include "ops.h"
 
 namespace cutlass_ext {
@@ -98,12 +99,14 @@ void launch(const FusedLinearKernel& kernel, const FusedLinearArgs& args, const 
   const size_t workspace_bytes = kernel.workspace_size(args, program);
   at::Tensor workspace;
   if (workspace_bytes > 0) workspace = at::empty({int64_t(workspace_bytes)}, like.options().dtype(at::kByte));
+  const NvtxRange range{kernel.name.c_str()};
   const std::string error = kernel.run(args, program, workspace_bytes > 0 ? workspace.data_ptr() : nullptr, stream);
   TORCH_CHECK(error.empty(), kFn, " (", kernel.name, "): ", error);
 }
 
 at::Tensor split_tf32_rows(const at::Tensor& t, bool lo_first, cudaStream_t stream) {
   at::Tensor out = at::empty({t.size(0), 2 * t.size(1)}, t.options());
+  const NvtxRange range{"split_tf32"};
   const cudaError_t error = split_tf32(t.data_ptr<float>(), t.stride(0), t.size(0), t.size(1), out.data_ptr<float>(),
                                        out.stride(0), lo_first, stream);
   TORCH_CHECK(error == cudaSuccess, kFn, ": split_tf32 failed: ", cudaGetErrorString(error));

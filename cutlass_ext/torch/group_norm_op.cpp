@@ -6,6 +6,7 @@
 
 #include "chain_program.h"
 #include "cutlass_ext/group_norm.h"
+#include "nvtx_range.h"
 #include "ops.h"
 
 namespace cutlass_ext {
@@ -41,6 +42,7 @@ at::Tensor group_norm_chain(const at::Tensor& x, int64_t num_groups, const std::
   args.groups = num_groups;
   args.eps = float(eps);
   const c10::cuda::CUDAGuard device_guard(x.device());
+  const NvtxRange range{"group_norm_chain"};
   const cudaError_t status = run_group_norm(dtype, args, program, c10::cuda::getCurrentCUDAStream(x.device().index()));
   TORCH_CHECK(status == cudaSuccess, kFn, ": kernel launch failed: ", cudaGetErrorString(status));
   return out;

@@ -1,0 +1,40 @@
+"""Timing shared by the benchmarks.
+
+Why the settling and the rotation: an H200 running a large bf16 GEMM draws its 700 W limit, and its power reading
+averages over about a second. For the first ~0.5 s after an idle spell (a torch.compile, a model load) the SMs run
+at 1980 MHz; then the power cap pulls them to 1450-1620 MHz and a 2048x8192x8192 GEMM takes 0.39 ms instead of
+0.35 (docs/perf-notes.md, session 12). Whatever is timed first after an idle spell looks ~12% faster. So every
+function runs once (compiling, allocating), the GPU is kept busy for `settle_s` seconds, and then the functions are
+timed in `rounds` rounds, each starting one function later than the last, all at the clocks a sustained workload
+gets.
+"""
+
+import statistics
+import time
+
+import torch
+from triton.testing import do_bench
+
+
+def settle(fn, seconds):
+    """Run fn back to back for `seconds` of GPU time: the power reading and the clocks reach their sustained level."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            fn()
+        torch.cuda.synchronize()
+
+
+def timed(fns, rep, rounds=3, settle_s=1.5):
+    """{name: median over rounds of do_bench's median (ms)} for a dict of functions, in rotated interleaved rounds,
+    after one call of each and `settle_s` seconds of running them."""
+    names = list(fns)
+    for name in names:
+        fns[name]()
+    settle(lambda: [fns[name]() for name in names], settle_s)
+    runs = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            runs[name].append(do_bench(fns[name], warmup=max(rep // 4, 10), rep=rep, return_mode="median"))
+    return {name: statistics.median(t) for name, t in runs.items()}
