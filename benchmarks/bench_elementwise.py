@@ -92,7 +92,8 @@ def main():
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "eager_from_problem_file": from_problem_file}
-    lines = [f"GPU: {meta['gpu']}, torch {meta['torch']}, {meta['date']}; medians (ms) of triton do_bench", "",
+    lines = [f"GPU: {meta['gpu']}, torch {meta['torch']}, {meta['date']}; medians (ms) of triton do_bench, 3 "
+             "rotated rounds at sustained clocks", "",
              "| workload | dtype | copy | cutlass_ext | eager | compile | ext GB/s | of copy | vs eager | vs compile | = eager |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:

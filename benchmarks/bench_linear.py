@@ -38,7 +38,7 @@ def eager_chain(text):
     raise ValueError(text)
 
 
-def measure(name, m, n, k, chain, compiled_cache, rep, rounds, settle_s):
+def measure(name, m, n, k, chain, compiled_cache, rep, rounds):
     x = torch.randn(m, k, device="cuda", dtype=DTYPE)
     w = ((torch.rand(n, k, device="cuda") * 2 - 1) / k ** 0.5).to(DTYPE)
     b = ((torch.rand(n, device="cuda") * 2 - 1) / k ** 0.5).to(DTYPE)
@@ -60,7 +60,7 @@ def measure(name, m, n, k, chain, compiled_cache, rep, rounds, settle_s):
            "fused_empty_chain": lambda: cutlass_ext.linear(x, w, b, empty),
            "f_linear": lambda: F.linear(x, w, b), "eager": eager, "compile": lambda: compiled(x, w, b)}
     row = {"name": name, "m": m, "n": n, "k": k, "chain": chain, "path": str(path), "max_abs_diff_vs_eager": err}
-    row.update({f"{key}_ms": ms for key, ms in timed(fns, rep, rounds, settle_s).items()})
+    row.update({f"{key}_ms": ms for key, ms in timed(fns, rep, rounds).items()})
     flops = 2.0 * m * n * k
     row["fused_tflops"] = flops / row["fused_ms"] / 1e9
     row["f_linear_tflops"] = flops / row["f_linear_ms"] / 1e9
@@ -147,16 +147,14 @@ def main():
     torch.manual_seed(0)
     compiled = {}
     rows = [
-        measure("linear_scale_hardtanh_gelu", 2048, 8192, 8192, CHAIN_GELU, compiled, args.rep, args.rounds, 1.5),
-        measure("linear_swish_div_clamp_tanh_clamp", 1024, 8192, 8192, CHAIN_SWISH, compiled, args.rep, args.rounds,
-                1.5),
-        measure("gelu_4096x1024x1024", 4096, 1024, 1024, "gelu", compiled, args.rep, args.rounds, 1.5),
+        measure("linear_scale_hardtanh_gelu", 2048, 8192, 8192, CHAIN_GELU, compiled, args.rep, args.rounds),
+        measure("linear_swish_div_clamp_tanh_clamp", 1024, 8192, 8192, CHAIN_SWISH, compiled, args.rep, args.rounds),
+        measure("gelu_4096x1024x1024", 4096, 1024, 1024, "gelu", compiled, args.rep, args.rounds),
     ]
     if not args.quick:
         for n, k in [(nk, kk) for nk in (1024, 4096, 8192) for kk in (1024, 4096, 8192)]:
             for m in (1, 16, 128, 512, 2048, 8192, 16384):
-                # The sweep's rows follow each other with no idle spell: a short settle suffices.
-                rows.append(measure("sweep", m, n, k, CHAIN_GELU, compiled, max(args.rep // 2, 25), args.rounds, 0.3))
+                rows.append(measure("sweep", m, n, k, CHAIN_GELU, compiled, max(args.rep // 2, 25), args.rounds))
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": str(DTYPE),
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
     out = pathlib.Path(args.out)

@@ -1,12 +1,11 @@
 """Timing shared by the benchmarks.
 
-Why the settling and the rotation: an H200 running a large bf16 GEMM draws its 700 W limit, and its power reading
-averages over about a second. For the first ~0.5 s after an idle spell (a torch.compile, a model load) the SMs run
-at 1980 MHz; then the power cap pulls them to 1450-1620 MHz and a 2048x8192x8192 GEMM takes 0.39 ms instead of
-0.35 (docs/perf-notes.md, session 12). Whatever is timed first after an idle spell looks ~12% faster. So every
-function runs once (compiling, allocating), the GPU is kept busy for `settle_s` seconds, and then the functions are
-timed in `rounds` rounds, each starting one function later than the last, all at the clocks a sustained workload
-gets.
+Why the settling and the rotation: for the first ~0.4 s of load after an idle spell (a torch.compile, a model load)
+an H200 runs its SMs at 1980 MHz; then the clock drops to 1450-1620 MHz, and within another second the draw sits
+at the card's 700 W limit. A 2048x8192x8192 bf16 GEMM takes 0.35 ms in that first spell and 0.39 ms after it
+(docs/perf-notes.md, item 30), so whatever is timed first after an idle spell looks ~12% faster. So every function
+runs once (compiling, allocating), the GPU is kept busy for `settle_s` seconds, and then the functions are timed in
+`rounds` rounds, each starting one function later than the last, all at the clocks a sustained workload gets.
 """
 
 import statistics
