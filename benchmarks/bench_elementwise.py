@@ -10,7 +10,6 @@ GPU's sustained clocks (common.py).
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import pathlib
@@ -19,26 +18,13 @@ import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import timed
+from common import load_problem, timed
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-PROBLEMS = pathlib.Path(os.environ.get("CUTLASS_EXT_PROBLEMS", ROOT.parent / "shared" / "problems"))
-
-
-def load_problem(name):
-    """The reference model from shared/problems, or None where that folder is not reachable."""
-    path = PROBLEMS / f"{name}.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def chains():
     """(name, epilogue, eager torch function): the workloads."""
-    problem = load_problem("hardtanh_large")
+    problem = load_problem("hardtanh_large", missing_ok=True)
     hardtanh_eager = problem.Model() if problem else (lambda x: F.hardtanh(x, -1.0, 1.0))
     return [
         ("hardtanh_large", "hardtanh(-1, 1)", hardtanh_eager),

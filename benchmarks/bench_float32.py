@@ -12,7 +12,6 @@ hardtanh). Writes bench_float32.md and .json.
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import pathlib
@@ -21,12 +20,10 @@ import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import timed
+from common import load_problem, timed
 from cutlass_ext.nn import FusedLinear
 from cutlass_ext.ops import _float32_matmul_precision as matmul_precision
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-PROBLEMS = pathlib.Path(os.environ.get("CUTLASS_EXT_PROBLEMS", ROOT.parent / "shared" / "problems"))
 CHAINS = {
     "linear_scale_hardtanh_gelu": "mul(0.5) | hardtanh(-2, 2) | gelu",
     "linear_swish_div_clamp_tanh_clamp": "silu | div(2) | clamp(-1, 1) | tanh | clamp(-1, 1)",
@@ -34,19 +31,12 @@ CHAINS = {
 }
 
 
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, PROBLEMS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def rel_error(got, ref):
     return ((got.double() - ref).norm() / ref.norm()).item()
 
 
 def measure(name, rep, rounds):
-    mod = load(name)
+    mod = load_problem(name)
     torch.manual_seed(0)
     model = mod.Model(*mod.get_init_inputs()).to("cuda")
     w, b = model.gemm.weight, model.gemm.bias

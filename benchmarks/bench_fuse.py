@@ -11,7 +11,6 @@ model's outputs. Writes bench_fuse.md and .json.
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import pathlib
@@ -20,22 +19,13 @@ import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import timed
+from common import load_problem, timed
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-PROBLEMS = pathlib.Path(os.environ.get("CUTLASS_EXT_PROBLEMS", ROOT.parent / "shared" / "problems"))
 NAMES = ["linear_scale_hardtanh_gelu", "linear_swish_div_clamp_tanh_clamp", "linear_groupnorm_hardtanh"]
 
 
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, PROBLEMS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def measure(name, dtype, rounds, rep):
-    mod = load(name)
+    mod = load_problem(name)
     torch.manual_seed(0)
     model = mod.Model(*mod.get_init_inputs()).to("cuda", dtype).eval()
     fused = cutlass_ext.fuse(model)

@@ -15,7 +15,6 @@ Writes bench_norm.md and .json.
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import pathlib
@@ -24,21 +23,12 @@ import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import timed
+from common import load_problem, timed
 from cutlass_ext.nn import FusedLinear
 from cutlass_ext.ops import _float32_matmul_precision as matmul_precision
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-PROBLEMS = pathlib.Path(os.environ.get("CUTLASS_EXT_PROBLEMS", ROOT.parent / "shared" / "problems"))
 NAME = "linear_groupnorm_hardtanh"
 POST = "hardtanh(-2, 2)"
-
-
-def load():
-    spec = importlib.util.spec_from_file_location(NAME, PROBLEMS / f"{NAME}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def measure(mod, dtype, rep, rounds):
@@ -111,7 +101,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="rotated rounds per row (common.py)")
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
-    mod = load()
+    mod = load_problem(NAME)
     rows = [measure(mod, dtype, args.rep, args.rounds) for dtype in (torch.bfloat16, torch.float16, torch.float32)]
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "rounds": args.rounds}

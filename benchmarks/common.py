@@ -1,4 +1,4 @@
-"""Timing shared by the benchmarks.
+"""What the benchmarks share: the reference problems, and the timing.
 
 Why the settling and the rotation: for the first ~0.4 s of load after an idle spell (a torch.compile, a model load)
 an H200 runs its SMs at 1980 MHz; then the clock drops to 1450-1620 MHz, and within another second the draw sits
@@ -8,11 +8,31 @@ runs once (compiling, allocating), the GPU is kept busy for `settle_s` seconds, 
 `rounds` rounds, each starting one function later than the last, all at the clocks a sustained workload gets.
 """
 
+import importlib.util
+import os
+import pathlib
 import statistics
 import time
 
 import torch
 from triton.testing import do_bench
+
+PROBLEMS = pathlib.Path(os.environ.get("CUTLASS_EXT_PROBLEMS",
+                                       pathlib.Path(__file__).resolve().parents[2] / "shared" / "problems"))
+
+
+def load_problem(name, missing_ok=False):
+    """The reference model file shared/problems/<name>.py (CUTLASS_EXT_PROBLEMS overrides the folder) as a module;
+    None where it is missing and missing_ok."""
+    path = PROBLEMS / f"{name}.py"
+    if not path.is_file():
+        if missing_ok:
+            return None
+        raise FileNotFoundError(f"{path} not found: set CUTLASS_EXT_PROBLEMS to the folder of the problem files")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def settle(fn, seconds):
