@@ -259,10 +259,10 @@ def test_vector_on_another_device_is_refused():
 
 
 @pytest.mark.gpu
-def test_autograd_takes_the_reference():
+def test_autograd_runs_the_kernels_forward_and_backward():
     x = torch.randn(8, 16, device="cuda", requires_grad=True)
     path = cutlass_ext.elementwise_path(x, "gelu")
-    assert not path.native and "autograd" in path.reason
+    assert path.native and "chain-backward" in path.reason  # tests/test_autograd.py checks the gradients
     cutlass_ext.elementwise(x, "gelu").sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
 

@@ -13,6 +13,8 @@ constexpr std::pair<std::string_view, ChainOpCode> kOpNames[] = {
     {"add", ChainOpCode::kAdd},
     {"mul", ChainOpCode::kMul},
     {"clamp", ChainOpCode::kClamp},
+    {"hardtanh", ChainOpCode::kHardtanh},
+    {"relu", ChainOpCode::kRelu},
     {"leaky_relu", ChainOpCode::kLeakyRelu},
     {"gelu", ChainOpCode::kGelu},
     {"gelu_tanh", ChainOpCode::kGeluTanh},

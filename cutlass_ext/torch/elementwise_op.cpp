@@ -70,4 +70,27 @@ void elementwise_out(const at::Tensor& x, c10::ArrayRef<std::string> ops, c10::A
   run(x, out, program);
 }
 
+at::Tensor chain_backward(const at::Tensor& z, const at::Tensor& grad, c10::ArrayRef<std::string> ops,
+                          c10::ArrayRef<double> params, at::TensorList vectors) {
+  constexpr const char* fn = "cutlass_ext.chain_backward";
+  TORCH_CHECK(z.is_cuda(), fn, ": z must be a CUDA tensor, got ", z.device());
+  const DType dtype = kernel_dtype(z.scalar_type(), fn);
+  TORCH_CHECK(grad.device() == z.device(), fn, ": grad is on ", grad.device(), ", z on ", z.device());
+  TORCH_CHECK(grad.scalar_type() == z.scalar_type(), fn, ": grad has dtype ", grad.scalar_type(), ", z has ",
+              z.scalar_type());
+  TORCH_CHECK(grad.sizes() == z.sizes(), fn, ": grad has shape ", grad.sizes(), ", z has ", z.sizes());
+  const int64_t features = z.dim() > 0 ? z.size(-1) : 1;
+  const ChainProgram program = make_chain_program(ops, params, vectors, features, z.device());
+  const at::Tensor z_c = z.contiguous(), grad_c = grad.contiguous();
+  at::Tensor out = at::empty(z.sizes(), z.options());
+  if (z.numel() == 0) return out;
+  const ChainBackwardArgs args{z_c.data_ptr(), grad_c.data_ptr(), out.data_ptr(), z.numel(), features};
+  const c10::cuda::CUDAGuard device_guard(z.device());
+  const NvtxRange range{"chain_backward"};
+  const cudaError_t status =
+      run_chain_backward(dtype, args, program, c10::cuda::getCurrentCUDAStream(z.device().index()));
+  TORCH_CHECK(status == cudaSuccess, fn, ": kernel launch failed: ", cudaGetErrorString(status));
+  return out;
+}
+
 }  // namespace cutlass_ext

@@ -11,6 +11,7 @@
 TORCH_LIBRARY(cutlass_ext, m) {
   m.def("elementwise(Tensor x, str[] ops, float[] params, Tensor[] vectors) -> Tensor");
   m.def("elementwise_out(Tensor x, str[] ops, float[] params, Tensor[] vectors, Tensor(a!) out) -> ()");
+  m.def("chain_backward(Tensor z, Tensor grad, str[] ops, float[] params, Tensor[] vectors) -> Tensor");
   m.def("fused_linear(Tensor x, Tensor weight, Tensor? bias, str[] ops, float[] params, Tensor[] vectors, "
         "str config=\"\", str precision=\"\", Tensor? weight_split=None) -> Tensor");
   m.def("fused_linear_group_norm(Tensor x, Tensor weight, Tensor? bias, str[] ops, float[] params, "
@@ -27,6 +28,7 @@ TORCH_LIBRARY(cutlass_ext, m) {
 TORCH_LIBRARY_IMPL(cutlass_ext, CUDA, m) {
   m.impl("elementwise", &cutlass_ext::elementwise);
   m.impl("elementwise_out", &cutlass_ext::elementwise_out);
+  m.impl("chain_backward", &cutlass_ext::chain_backward);
   m.impl("fused_linear", &cutlass_ext::fused_linear);
   m.impl("fused_linear_group_norm", &cutlass_ext::fused_linear_group_norm);
   m.impl("fused_linear_plan", &cutlass_ext::fused_linear_plan);

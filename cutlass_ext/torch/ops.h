@@ -13,6 +13,9 @@ at::Tensor elementwise(const at::Tensor& x, c10::ArrayRef<std::string> ops, c10:
                        at::TensorList vectors);
 void elementwise_out(const at::Tensor& x, c10::ArrayRef<std::string> ops, c10::ArrayRef<double> params,
                      at::TensorList vectors, const at::Tensor& out);
+// grad * d chain / dz at z, the chain's backward pass (autograd's special values; apply_chain_derivative).
+at::Tensor chain_backward(const at::Tensor& z, const at::Tensor& grad, c10::ArrayRef<std::string> ops,
+                          c10::ArrayRef<double> params, at::TensorList vectors);
 
 // y = chain(x @ weight.T + bias) as one sm90 GEMM. config: a name from fused_linear_configs, or "" for the
 // shape heuristic's choice. precision (float32 inputs only): 'highest' (split TF32, two GEMMs), 'high' or

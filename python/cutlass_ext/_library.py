@@ -37,6 +37,22 @@ def register_python_impls() -> None:
     def _elementwise_out_cpu(x, ops, params, vectors, out):
         out.copy_(run_device_ops(x, ops, params, vectors))
 
+    @torch.library.register_fake("cutlass_ext::chain_backward")
+    def _chain_backward_fake(z, grad, ops, params, vectors):
+        torch._check(z.dtype in _DTYPES, lambda: f"cutlass_ext.chain_backward: unsupported dtype {z.dtype}")
+        torch._check(grad.shape == z.shape and grad.dtype == z.dtype,
+                     lambda: "cutlass_ext.chain_backward: grad and z differ in shape or dtype")
+        return torch.empty(z.shape, dtype=z.dtype, device=z.device)
+
+    @torch.library.register_kernel("cutlass_ext::chain_backward", "cpu")
+    def _chain_backward_cpu(z, grad, ops, params, vectors):
+        """torch's autograd through the reference chain: what the kernel computes."""
+        with torch.enable_grad():
+            v0 = z.detach().to(torch.float32).requires_grad_()
+            y = run_device_ops(v0, ops, params, [v.detach() for v in vectors], out_dtype=torch.float32)
+            (grad_z,) = torch.autograd.grad(y, v0, grad.to(torch.float32))
+        return grad_z.to(z.dtype)
+
     @torch.library.register_fake("cutlass_ext::fused_linear")
     def _fused_linear_fake(x, weight, bias, ops, params, vectors, config="", precision="", weight_split=None):
         torch._check(x.dtype in _DTYPES, lambda: f"cutlass_ext.linear: unsupported dtype {x.dtype}")

@@ -22,10 +22,11 @@ The ops before it (the pre-chain) run on the GEMM's accumulator and their result
 as a torch Linear's output is; the norm then runs in float32 as F.group_norm does, and the ops after it (the
 post-chain, whose residual's v0 is the normalized value) follow before the final rounding.
 
-Every user-level op lowers to one of the DEVICE_OPS (``sub(s)`` is ``add(-s)``, ``relu`` is ``clamp(0, inf)``),
+Every user-level op lowers to one of the DEVICE_OPS (``sub(s)`` is ``add(-s)``, ``relu6`` is ``hardtanh(0, 6)``),
 the form the kernels receive. The reference math of each device op is torch's own function in float32, so the
-reference IS PyTorch's semantics, special cases included; the device math (cutlass_ext/include/cutlass_ext/
-epilogue_ops.cuh) is tested against it.
+reference IS PyTorch's semantics, special cases included, and its autograd is PyTorch's backward (which is why
+clamp, hardtanh and relu stay three device ops: same values, different gradients at the bounds); the device math
+(cutlass_ext/include/cutlass_ext/epilogue_ops.cuh) is tested against both.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ DEVICE_OPS: dict[str, Callable] = {
     "add": lambda v, v0, a, b, vec: v + a,
     "mul": lambda v, v0, a, b, vec: v * a,
     "clamp": lambda v, v0, a, b, vec: torch.clamp(v, a, b),
+    "hardtanh": lambda v, v0, a, b, vec: F.hardtanh(v, a, b),
+    "relu": lambda v, v0, a, b, vec: F.relu(v),  # a = 0, b = inf: the kernels run it as clamp(v, a, b)
     "leaky_relu": lambda v, v0, a, b, vec: F.leaky_relu(v, a),
     "gelu": lambda v, v0, a, b, vec: F.gelu(v),
     "gelu_tanh": lambda v, v0, a, b, vec: F.gelu(v, approximate="tanh"),
@@ -111,6 +114,10 @@ def _lower_clamp(lo, hi):
     return ("clamp", -_INF if lo is None else lo, _INF if hi is None else hi)
 
 
+def _lower_hardtanh(lo, hi):
+    return ("hardtanh", -_INF if lo is None else lo, _INF if hi is None else hi)
+
+
 def _reciprocal_f32(s):
     """div(s) runs as mul(1/s), the reciprocal rounded to float32: exactly what torch's CUDA kernels do for a
     scalar divisor. It can differ from a true division by one float32 ulp (torch on the CPU divides)."""
@@ -129,10 +136,10 @@ _SPECS = [
     _Spec("div", (("value", _REQUIRED),), lambda s: ("mul", _reciprocal_f32(s), 0.0),
           "v / value, computed as v * float32(1 / value) like torch on CUDA"),
     _Spec("clamp", (("min", None), ("max", None)), _lower_clamp, "torch.clamp(v, min, max)", check=_check_bounds),
-    _Spec("hardtanh", (("min_val", -1.0), ("max_val", 1.0)), _lower_clamp, "F.hardtanh(v, min_val, max_val)",
+    _Spec("hardtanh", (("min_val", -1.0), ("max_val", 1.0)), _lower_hardtanh, "F.hardtanh(v, min_val, max_val)",
           check=_check_bounds),
-    _Spec("relu", (), lambda: ("clamp", 0.0, _INF), "F.relu(v)"),
-    _Spec("relu6", (), lambda: ("clamp", 0.0, 6.0), "F.relu6(v)"),
+    _Spec("relu", (), lambda: ("relu", 0.0, _INF), "F.relu(v)"),
+    _Spec("relu6", (), lambda: ("hardtanh", 0.0, 6.0), "F.relu6(v)"),
     _Spec("leaky_relu", (("negative_slope", 0.01),), lambda s: ("leaky_relu", s, 0.0), "F.leaky_relu(v, slope)"),
     _Spec("gelu", (), _no_params("gelu"), "F.gelu(v), the exact erf form"),
     _Spec("gelu_tanh", (), _no_params("gelu_tanh"), "F.gelu(v, approximate='tanh')"),

@@ -1,5 +1,11 @@
 """The functional API. Each function picks a path, native (the compiled kernels) or reference (torch ops in
-float32, correct everywhere, differentiable), and can tell which one it would take and why."""
+float32, correct everywhere, differentiable), and can tell which one it would take and why.
+
+Under autograd the native path is a different one: the fused GEMM has no backward, so linear() runs F.linear
+(cuBLAS, differentiable) and then the chain as one autograd node, _ChainFunction: forward by the elementwise kernel,
+backward by the chain-backward kernel (grad * chain'(z), one pass). The chain's vectors and a normalization stage
+get no gradient from those kernels, so when they need one, or the chain has a norm, the reference runs instead.
+"""
 
 from __future__ import annotations
 
@@ -32,18 +38,58 @@ def _check_tensor(fn: str, what: str, t) -> None:
         raise TypeError(f"{fn}: {what} has dtype {t.dtype}; supported: float32, bfloat16, float16")
 
 
+def _needs_grad(t: torch.Tensor, epilogue: Epilogue, *operands) -> bool:
+    """Whether autograd records this call (operands that are not tensors are left to the input checks)."""
+    return torch.is_grad_enabled() and any(getattr(o, "requires_grad", False)
+                                           for o in (t, *operands, *epilogue.tensors))
+
+
 def _native_reason(t: torch.Tensor, epilogue: Epilogue, *operands) -> str | None:
     """None when the compiled kernels can run on ``t``'s device for this call, else why not. Shared by every op;
-    each adds its own conditions after it."""
+    each adds its own conditions after it. Under autograd (_needs_grad) None means the autograd path
+    (_ChainFunction) can run."""
     if t.device.type != "cuda":
         return f"{t.device.type} tensor: the torch reference runs there"
     ok, why = _native.device_support(t.device)
     if not ok:
         return why
-    if torch.is_grad_enabled() and (t.requires_grad or any(o is not None and o.requires_grad for o in operands) or
-                                    any(v.requires_grad for v in epilogue.tensors)):
-        return "autograd: the native kernels have no backward yet, so the differentiable reference runs"
+    if _needs_grad(t, epilogue, *operands):
+        if epilogue.norm is not None:
+            return "autograd through a normalization stage: the compiled backward has none, the reference runs"
+        if any(v.requires_grad for v in epilogue.tensors):
+            return "autograd into the epilogue's vectors: the compiled backward gives none, the reference runs"
     return None
+
+
+class _ChainFunction(torch.autograd.Function):
+    """y = chain(z) as one autograd node: forward by the elementwise kernel, backward by the chain-backward kernel
+    (grad_z = grad_y * chain'(z) in one pass, autograd's special values), saving z. The chain's vectors are
+    constants here (_native_reason sends chains whose vectors need a gradient to the reference)."""
+
+    @staticmethod
+    def forward(ctx, z, names, params, *vectors):
+        ctx.save_for_backward(z, *vectors)
+        ctx.chain = (names, params)
+        return torch.ops.cutlass_ext.elementwise(z, list(names), list(params), list(vectors))
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, *vectors = ctx.saved_tensors
+        names, params = ctx.chain
+        grad_z = torch.ops.cutlass_ext.chain_backward(z, grad, list(names), list(params), vectors)
+        return (grad_z, None, None, *(None for _ in vectors))
+
+
+def _chain_autograd(z: torch.Tensor, epi: Epilogue) -> torch.Tensor:
+    """epi(z), differentiable, by the compiled kernels (no normalization stage)."""
+    if not len(epi):
+        return z
+    names, params, vectors = epi.encode()
+    return _ChainFunction.apply(z, tuple(names), tuple(params), *vectors)
+
+
+_AUTOGRAD_PATH = "autograd: {what}, then the chain by the compiled elementwise kernel; its backward by the " \
+                 "compiled chain-backward kernel"
 
 
 def _norm_reason(norm, features: int) -> str | None:
@@ -62,6 +108,9 @@ def elementwise_path(x: torch.Tensor, epilogue=None) -> Path:
     """Which path ``elementwise(x, epilogue)`` takes, and why."""
     epi = as_epilogue(epilogue)
     reason = _native_reason(x, epi) or _norm_reason(epi.norm, x.shape[-1] if x.dim() else 1)
+    if reason is None and _needs_grad(x, epi):
+        return Path(True, "autograd: the compiled elementwise kernel; its backward by the compiled chain-backward "
+                          "kernel")
     kernel = "the compiled elementwise kernel" if epi.norm is None else "the compiled normalization stage"
     return Path(reason is None, reason or kernel)
 
@@ -91,6 +140,9 @@ def elementwise(x: torch.Tensor, epilogue, out: torch.Tensor | None = None) -> t
         if out.shape != x.shape:
             raise ValueError(f"{fn}: out has shape {tuple(out.shape)}, x has {tuple(x.shape)}")
     path = elementwise_path(x, epi)
+    if path.native and _needs_grad(x, epi):
+        result = _chain_autograd(x, epi)
+        return result if out is None else out.copy_(result)
     if path.native and epi.norm is not None:
         pre, norm, post = epi.split()
         result = _run_norm_stage(elementwise(x, pre) if len(pre) else x, norm, post)
@@ -244,6 +296,10 @@ def _run_fused(x, weight, bias, epi: Epilogue, precision: str, split=None, tune:
     return y if norm is None else _run_norm_stage(y, norm, post)
 
 
+def _at_precision(precision: str) -> str:
+    return f" at float32 precision '{precision}'" if precision else ""
+
+
 def _describe(precision: str, norm, in_epilogue: bool) -> str:
     what = "fused sm90 GEMM"
     if precision == "highest":
@@ -265,6 +321,10 @@ def linear_path(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     epi = as_epilogue(epilogue)
     _check_linear_inputs(fn, x, weight, bias)
     precision = _precision_for(x.dtype, precision, fn)
+    if _needs_grad(x, epi, weight, bias):
+        reason = _native_reason(x, epi, weight, bias)
+        what = f"F.linear{_at_precision(precision)} (cuBLAS; differentiable)"
+        return Path(reason is None, reason or _AUTOGRAD_PATH.format(what=what))
     reason = _fused_reason(x, weight, bias, epi)
     if reason is not None:
         return Path(False, reason)
@@ -297,6 +357,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     with statistics in float32 from the pre-norm values rounded to x's dtype, as torch computes them on a Linear's
     output. For bfloat16 / float16 and groups of 256 or 512 features the GEMM's epilogue does it all in registers;
     otherwise the GEMM writes the pre-norm values and one pass normalizes and runs the ops after the norm.
+
+    Under autograd (an input requires grad and grad mode is on) the fused GEMM, which has no backward, gives way to
+    F.linear (cuBLAS) and the chain as one node: forward one pass of the elementwise kernel over F.linear's output
+    z, backward one pass of the chain-backward kernel (grad_z = grad * chain'(z), with autograd's special values),
+    then cuBLAS for the input and weight gradients as F.linear's own backward. It saves z. The chain there runs on
+    z rounded to x's dtype, as in torch. Chains with a normalization stage, or whose vectors require grad, run the
+    reference (differentiable torch ops).
     """
     fn = "cutlass_ext.linear"
     epi = epilogue if isinstance(epilogue, Epilogue) else as_epilogue(epilogue)
@@ -304,6 +371,15 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     # Host time is what small GEMMs cost (a 4096x1024x1024 GEMM is ~18 us, one call's worth of Python), so the
     # fused path runs only the eligibility checks and lets the op validate shapes and vectors; the full Python
     # checks run when something fails, to raise the same clear, typed error on every path.
+    if _needs_grad(x, epi, weight, bias):
+        _check_linear_inputs(fn, x, weight, bias)
+        epi.check_for(weight.shape[0], x.device, fn)
+        reason = _native_reason(x, epi, weight, bias)
+        if reason is None:
+            with _float32_matmul_precision(precision):
+                z = F.linear(x, weight, bias)
+            return _chain_autograd(z, epi)
+        return _linear_fallback(x, weight, bias, epi, reason, precision)
     if torch.compiler.is_compiling():  # checks run once, while tracing: no cost in the compiled graph
         _check_linear_inputs(fn, x, weight, bias)
         epi.check_for(weight.shape[0], x.device, fn)

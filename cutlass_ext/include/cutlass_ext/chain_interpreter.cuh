@@ -46,7 +46,9 @@ __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass
     switch (op.code) {
       case ChainOpCode::kAdd: each([a](float x, int) { return ops::add(x, a); }); break;
       case ChainOpCode::kMul: each([a](float x, int) { return ops::mul(x, a); }); break;
-      case ChainOpCode::kClamp: each([a, b](float x, int) { return ops::clamp(x, a, b); }); break;
+      case ChainOpCode::kClamp: case ChainOpCode::kHardtanh: case ChainOpCode::kRelu:
+        each([a, b](float x, int) { return ops::clamp(x, a, b); });
+        break;
       case ChainOpCode::kLeakyRelu: each([a](float x, int) { return ops::leaky_relu(x, a); }); break;
       case ChainOpCode::kGelu: each([](float x, int) { return ops::gelu(x); }); break;
       case ChainOpCode::kGeluTanh: each([](float x, int) { return ops::gelu_tanh(x); }); break;

@@ -15,13 +15,16 @@ constexpr int kMaxChainOps = 16;
 // Per-feature vectors (a second bias, a per-channel scale) that one chain may read.
 constexpr int kMaxChainVectors = 4;
 
-// The device ops. Several user-level ops lower to one of these: sub -> add, relu/relu6/hardtanh -> clamp, and
-// div(s) -> mul(1/s) with the reciprocal rounded to float32, which is what torch's CUDA kernels do for a scalar
-// divisor (and cheaper than an IEEE division per element).
+// The device ops. Several user-level ops lower to one of these: sub -> add, relu6 -> hardtanh, and div(s) ->
+// mul(1/s) with the reciprocal rounded to float32, which is what torch's CUDA kernels do for a scalar divisor (and
+// cheaper than an IEEE division per element). clamp, hardtanh and relu compute the same value (as in torch) and
+// differ in their derivative at the bounds (epilogue_ops.cuh).
 enum class ChainOpCode : int32_t {
   kAdd,          // v + a
   kMul,          // v * a
   kClamp,        // clamp(v, a, b); NaN stays NaN, as torch.clamp
+  kHardtanh,     // clamp(v, a, b), F.hardtanh's derivative
+  kRelu,         // clamp(v, a = 0, b = inf), F.relu's derivative
   kLeakyRelu,    // v > 0 ? v : v * a
   kGelu,         // v/2 * (1 + erf(v / sqrt 2))
   kGeluTanh,     // v/2 * (1 + tanh(sqrt(2/pi) * (v + 0.044715 v^3)))

@@ -32,11 +32,24 @@ struct ElementwiseArgs {
   StridedLayout layout;
 };
 
+// The chain's backward pass, out = grad * d chain / dz at z: three contiguous tensors of numel elements.
+struct ChainBackwardArgs {
+  const void* z;     // the chain's input
+  const void* grad;  // the gradient of the chain's output
+  void* out;         // the gradient of z; may equal grad
+  int64_t numel;
+  int64_t features;  // size of the last dimension (the per-feature vector ops)
+};
+
 // One instantiation per dtype, each in its own file under cutlass_ext/kernels/.
 template <typename Element>
 cudaError_t launch_elementwise(const ElementwiseArgs& args, const ChainProgram& program, cudaStream_t stream);
+template <typename Element>
+cudaError_t launch_chain_backward(const ChainBackwardArgs& args, const ChainProgram& program, cudaStream_t stream);
 
 cudaError_t run_elementwise(DType dtype, const ElementwiseArgs& args, const ChainProgram& program,
                             cudaStream_t stream);
+cudaError_t run_chain_backward(DType dtype, const ChainBackwardArgs& args, const ChainProgram& program,
+                               cudaStream_t stream);
 
 }  // namespace cutlass_ext

@@ -1,4 +1,5 @@
-// The standalone elementwise chain kernel: y = chain(x), element by element, fp32 math.
+// The standalone elementwise chain kernel, y = chain(x), and the chain's backward pass, grad_x = grad_y * chain'(x),
+// element by element, fp32 math.
 //
 // Memory-bound, so the contiguous path is built for bandwidth: 16-byte loads and stores, several independent
 // loads in flight per thread before the first use, one block per chunk of the tensor. Contiguous
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 
+#include "cutlass_ext/chain_derivative.cuh"
 #include "cutlass_ext/chain_interpreter.cuh"
 #include "cutlass_ext/elementwise.h"
 
@@ -31,51 +33,70 @@ constexpr int min_blocks_per_sm() {
   return kElementsPerThread <= 8 ? 6 : 5;
 }
 
-// Contiguous x and y, kVec elements per access (16 bytes, or 1 element when the pointers are not aligned).
-// A block covers one chunk of kThreads * kUnroll accesses, thread t taking accesses t, t + kThreads, ...:
+// The contiguous kernels' accesses: kVec elements per access (16 bytes, or 1 element when the pointers are not
+// aligned). A block covers one chunk of kThreads * kUnroll accesses, thread t taking accesses t, t + kThreads, ...:
 // neighbouring threads touch neighbouring addresses. The grid has one block per chunk (a persistent grid, one
 // block per resident slot looping over chunks, measured 10% slower in fp32); the loop only guards huge tensors.
+// A thread's kUnroll accesses from `first` are loaded together (all in flight before the first use), as float.
+template <int kVec, int kUnroll, typename T>
+__device__ __forceinline__ void load_accesses(const T* p, int64_t first, int64_t num_accesses,
+                                              cutlass::Array<float, kVec * kUnroll>& v) {
+  using Access = cutlass::Array<T, kVec>;
+  cutlass::NumericArrayConverter<float, T, kVec> to_float;
+  Access in[kUnroll];
+  CUTLASS_PRAGMA_UNROLL
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t idx = first + u * kThreads;
+    if (idx < num_accesses) {
+      in[u] = reinterpret_cast<const Access*>(p)[idx];
+    } else {
+      in[u].clear();
+    }
+  }
+  CUTLASS_PRAGMA_UNROLL
+  for (int u = 0; u < kUnroll; ++u) {
+    const cutlass::Array<float, kVec> f = to_float(in[u]);
+    CUTLASS_PRAGMA_UNROLL
+    for (int j = 0; j < kVec; ++j) v[u * kVec + j] = f[j];
+  }
+}
+
+template <int kVec, int kUnroll, typename T>
+__device__ __forceinline__ void store_accesses(T* p, int64_t first, int64_t num_accesses,
+                                               const cutlass::Array<float, kVec * kUnroll>& v) {
+  using Access = cutlass::Array<T, kVec>;
+  cutlass::NumericArrayConverter<T, float, kVec> from_float;
+  CUTLASS_PRAGMA_UNROLL
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t idx = first + u * kThreads;
+    cutlass::Array<float, kVec> f;
+    CUTLASS_PRAGMA_UNROLL
+    for (int j = 0; j < kVec; ++j) f[j] = v[u * kVec + j];
+    if (idx < num_accesses) reinterpret_cast<Access*>(p)[idx] = from_float(f);
+  }
+}
+
+// The element index of value i of the thread's accesses from `first`.
+template <int kVec>
+__device__ __forceinline__ int64_t element_of(int64_t first, int i) {
+  return (first + (i / kVec) * kThreads) * kVec + i % kVec;
+}
+
+// Contiguous x and y.
 template <typename T, int kVec, int kUnroll>
 __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<kVec * kUnroll>())
     contiguous_kernel(const T* x, T* y, int64_t numel, int64_t features, const __grid_constant__ ChainProgram program) {
-  constexpr int kElementsPerThread = kVec * kUnroll;
-  using Access = cutlass::Array<T, kVec>;
-  cutlass::NumericArrayConverter<float, T, kVec> to_float;
-  cutlass::NumericArrayConverter<T, float, kVec> from_float;
-
   const int64_t num_accesses = numel / kVec;
   for (int64_t chunk = int64_t(blockIdx.x) * kThreads * kUnroll; chunk < num_accesses;
        chunk += int64_t(gridDim.x) * kThreads * kUnroll) {
     const int64_t first = chunk + threadIdx.x;
-    Access in[kUnroll];
-    CUTLASS_PRAGMA_UNROLL
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t idx = first + u * kThreads;
-      if (idx < num_accesses) {
-        in[u] = reinterpret_cast<const Access*>(x)[idx];
-      } else {
-        in[u].clear();
-      }
-    }
-    cutlass::Array<float, kElementsPerThread> v;
-    CUTLASS_PRAGMA_UNROLL
-    for (int u = 0; u < kUnroll; ++u) {
-      const cutlass::Array<float, kVec> f = to_float(in[u]);
-      CUTLASS_PRAGMA_UNROLL
-      for (int j = 0; j < kVec; ++j) v[u * kVec + j] = f[j];
-    }
-    auto element = [&](int i) { return (first + (i / kVec) * kThreads) * kVec + i % kVec; };
+    cutlass::Array<float, kVec * kUnroll> v;
+    load_accesses<kVec, kUnroll>(x, first, num_accesses, v);
+    auto element = [&](int i) { return element_of<kVec>(first, i); };
     // The residual op rereads its input (cached, and not yet overwritten when in place) rather than keeping the
     // loaded values alive in registers through the whole chain.
     apply_chain(program, v, [&](int i) { return element(i) % features; }, [&](int i) { return float(x[element(i)]); });
-    CUTLASS_PRAGMA_UNROLL
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t idx = first + u * kThreads;
-      cutlass::Array<float, kVec> f;
-      CUTLASS_PRAGMA_UNROLL
-      for (int j = 0; j < kVec; ++j) f[j] = v[u * kVec + j];
-      if (idx < num_accesses) reinterpret_cast<Access*>(y)[idx] = from_float(f);
-    }
+    store_accesses<kVec, kUnroll>(y, first, num_accesses, v);
   }
   // The last numel % kVec elements, one per thread of the first block.
   const int64_t tail = num_accesses * kVec + threadIdx.x;
@@ -112,6 +133,36 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The backward pass over contiguous z (the chain's input, saved by the forward pass), grad and out: out = grad *
+// d chain / dz with autograd's special values (apply_chain_derivative). Memory-bound like the forward kernel.
+template <typename T, int kVec, int kUnroll>
+__global__ void __launch_bounds__(kThreads)
+    chain_backward_kernel(const T* z, const T* grad, T* out, int64_t numel, int64_t features,
+                          const __grid_constant__ ChainProgram program) {
+  constexpr int kElementsPerThread = kVec * kUnroll;
+  const int64_t num_accesses = numel / kVec;
+  for (int64_t chunk = int64_t(blockIdx.x) * kThreads * kUnroll; chunk < num_accesses;
+       chunk += int64_t(gridDim.x) * kThreads * kUnroll) {
+    const int64_t first = chunk + threadIdx.x;
+    cutlass::Array<float, kElementsPerThread> v, g;
+    load_accesses<kVec, kUnroll>(z, first, num_accesses, v);
+    load_accesses<kVec, kUnroll>(grad, first, num_accesses, g);
+    ChainGradient maps[kElementsPerThread];
+    apply_chain_derivative(program, v, maps, [&](int i) { return element_of<kVec>(first, i) % features; });
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < kElementsPerThread; ++i) g[i] = maps[i].of(g[i]);
+    store_accesses<kVec, kUnroll>(out, first, num_accesses, g);
+  }
+  const int64_t tail = num_accesses * kVec + threadIdx.x;  // the last numel % kVec elements
+  if (blockIdx.x == 0 && tail < numel) {
+    cutlass::Array<float, 1> v;
+    v[0] = float(z[tail]);
+    ChainGradient map[1];
+    apply_chain_derivative(program, v, map, [&](int) { return tail % features; });
+    out[tail] = T(map[0].of(float(grad[tail])));
+  }
+}
+
 // One block per chunk of work, capped at the largest grid a launch takes (the kernels loop past it).
 inline int grid_for(int64_t work, int64_t work_per_block) {
   return int(std::min<int64_t>((work + work_per_block - 1) / work_per_block, 0x7fffffff));
@@ -140,6 +191,30 @@ cudaError_t launch_elementwise(const ElementwiseArgs& args, const ChainProgram& 
   } else {
     strided_kernel<Element><<<grid_for(args.numel, kThreads), kThreads, 0, stream>>>(
         x, y, args.numel, args.layout, program);
+  }
+  return cudaGetLastError();
+}
+
+// 8 values per thread (two 16-byte accesses per tensor in float32, one in bf16/fp16), or 8 one-element accesses
+// when a pointer is not 16-byte aligned. 16 bf16 values per thread, as in the forward kernel, took 1.4-1.6x the
+// time (docs/perf-notes.md, item 38): the derivatives' math bounds this kernel, and fewer resident warps hid less.
+template <typename Element>
+cudaError_t launch_chain_backward(const ChainBackwardArgs& args, const ChainProgram& program, cudaStream_t stream) {
+  using namespace elementwise_detail;
+  if (args.numel == 0) return cudaSuccess;
+  const auto* z = static_cast<const Element*>(args.z);
+  const auto* grad = static_cast<const Element*>(args.grad);
+  auto* out = static_cast<Element*>(args.out);
+  const bool aligned = (reinterpret_cast<uintptr_t>(z) | reinterpret_cast<uintptr_t>(grad) |
+                        reinterpret_cast<uintptr_t>(out)) % 16 == 0;
+  constexpr int kVec = 16 / sizeof(Element);
+  if (aligned) {
+    constexpr int kUnroll = 8 / kVec;
+    chain_backward_kernel<Element, kVec, kUnroll><<<grid_for(args.numel, kThreads * 8), kThreads, 0, stream>>>(
+        z, grad, out, args.numel, args.features, program);
+  } else {
+    chain_backward_kernel<Element, 1, 8><<<grid_for(args.numel, kThreads * 8), kThreads, 0, stream>>>(
+        z, grad, out, args.numel, args.features, program);
   }
   return cudaGetLastError();
 }
