@@ -1,6 +1,7 @@
 """How the package reports the compiled module: loaded or not, for which GPUs, and why."""
 
 import pytest
+import torch
 
 import cutlass_ext
 from cutlass_ext import _native
@@ -23,6 +24,15 @@ def test_native_module_is_there_when_required():
     if not REQUIRE_NATIVE:
         pytest.skip("CUTLASS_EXT_REQUIRE_NATIVE is not set")
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
+
+
+def test_visible_gpu_runs_the_module_when_required():
+    """With CUTLASS_EXT_REQUIRE_NATIVE=1 and a CUDA GPU visible, the GPU tests must not all skip because the module
+    cannot run on it (a build for another architecture, a lost build record): one failure says why."""
+    if not REQUIRE_NATIVE or not torch.cuda.is_available():
+        pytest.skip("CUTLASS_EXT_REQUIRE_NATIVE is not set, or no CUDA GPU is visible")
+    ok, why = _native.device_support(torch.device("cuda"))
+    assert ok, why
 
 
 @pytest.mark.parametrize("arch,cap,runs", [

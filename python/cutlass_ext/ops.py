@@ -44,21 +44,24 @@ def _needs_grad(t: torch.Tensor, epilogue: Epilogue, *operands) -> bool:
                                            for o in (t, *operands, *epilogue.tensors))
 
 
-def _native_reason(t: torch.Tensor, epilogue: Epilogue, *operands) -> str | None:
-    """None when the compiled kernels can run on ``t``'s device for this call, else why not. Shared by every op;
-    each adds its own conditions after it. Under autograd (_needs_grad) None means the autograd path
-    (_ChainFunction) can run."""
+def _device_reason(t: torch.Tensor) -> str | None:
+    """None when the compiled kernels can run on ``t``'s device, else why not."""
     if t.device.type != "cuda":
         return f"{t.device.type} tensor: the torch reference runs there"
     ok, why = _native.device_support(t.device)
-    if not ok:
-        return why
-    if _needs_grad(t, epilogue, *operands):
+    return None if ok else why
+
+
+def _native_reason(t: torch.Tensor, epilogue: Epilogue, *operands) -> str | None:
+    """None when the compiled kernels can run this call, else why not: the device, then under autograd
+    (_needs_grad) what the autograd path (_ChainFunction) cannot take. Each op adds its own conditions after it."""
+    reason = _device_reason(t)
+    if reason is None and _needs_grad(t, epilogue, *operands):
         if epilogue.norm is not None:
             return "autograd through a normalization stage: the compiled backward has none, the reference runs"
         if any(v.requires_grad for v in epilogue.tensors):
             return "autograd into the epilogue's vectors: the compiled backward gives none, the reference runs"
-    return None
+    return reason
 
 
 class _ChainFunction(torch.autograd.Function):
@@ -249,8 +252,9 @@ def _check_linear_inputs(fn, x, weight, bias):
 
 def _fused_reason(x, weight, bias, epilogue) -> str | None:
     """None when the fused kernels can take these (already validated) inputs, else why not. On every call of
-    linear(), so ordered cheapest first and free of allocations until it fails."""
-    reason = _native_reason(x, epilogue, weight, bias)
+    linear() that autograd does not record (the callers have checked _needs_grad), so ordered cheapest first and
+    free of allocations until it fails."""
+    reason = _device_reason(x)
     if reason is not None:
         return reason
     if x.dtype not in FUSED_DTYPES:

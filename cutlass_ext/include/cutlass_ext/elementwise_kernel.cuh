@@ -134,9 +134,12 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // The backward pass over contiguous z (the chain's input, saved by the forward pass), grad and out: out = grad *
-// d chain / dz with autograd's special values (apply_chain_derivative). Memory-bound like the forward kernel.
+// d chain / dz with autograd's special values (apply_chain_derivative). Bound by its math and by how many warps
+// hide its latency: 4 blocks an SM (64 registers, 24-48 bytes of spill) measured up to 7% faster than the 72-80
+// registers and 3 blocks ptxas picks alone (bf16 chains and float32 swish; a tie for float32 gelu;
+// docs/perf-notes.md, item 39).
 template <typename T, int kVec, int kUnroll>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 4)
     chain_backward_kernel(const T* z, const T* grad, T* out, int64_t numel, int64_t features,
                           const __grid_constant__ ChainProgram program) {
   constexpr int kElementsPerThread = kVec * kUnroll;

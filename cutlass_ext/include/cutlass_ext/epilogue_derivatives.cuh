@@ -1,10 +1,11 @@
 // The derivative of every epilogue op, for the backward pass of a chain (chain_derivative.cuh): d op / dv at the
 // op's input v, by the formula of torch's CUDA backward kernel for the op (grad_input = grad_output * derivative),
-// written as torch writes it, so that zeros, NaN and inf come out where autograd puts them. The forward math's
-// fast forms (epilogue_ops.cuh: the hardware reciprocal and 2^x, which flush subnormal results to 0; the GELU
-// polynomial) are not used here: a flushed 0 that torch keeps as a subnormal turns an infinite incoming gradient
-// into NaN where torch gives inf. The price is math: the chain-backward kernel is bound by it, not by memory
-// (docs/perf-notes.md, item 38).
+// written as torch writes it, so that zeros, NaN and inf come out where autograd puts them. Two fast forms
+// keep them: the normal CDF of the forward GELU (normal_cdf: exact 0 and 1 in the tails, NaN for NaN) instead of
+// erff, and the hardware reciprocal without .ftz (reciprocal below) instead of an IEEE division. What is not used
+// here is the forward's ex2.approx.ftz and rcp.approx.ftz wherever their result is a factor of the derivative: a
+// flushed 0 where torch keeps a subnormal turns an infinite incoming gradient into NaN where torch gives inf. The
+// chain-backward kernel is bound by this math, not by memory (docs/perf-notes.md, items 38 and 39).
 //
 // Where torch's backward selects instead (where(mask, grad, 0): clamp, hardtanh, relu, hardsigmoid, hardswish at
 // or under -3), `<op>_passes(v)` is the mask and the derivative applies where it is true: false gives exactly 0,
@@ -36,11 +37,19 @@ struct Step {
   float derivative, value;
 };
 
-// derivative cdf + v pdf, value v cdf.
+// 1 / d by the hardware (MUFU.RCP, at most 1 ulp from the correctly rounded result) with subnormal results kept:
+// 6 instructions without a branch. An IEEE division compiles to a branch around a slow-path call per value, which
+// keeps ptxas from interleaving a thread's 8 values (docs/perf-notes.md, item 39). 1/inf = 0 and NaN stays NaN.
+__device__ __forceinline__ float reciprocal(float d) {
+  float r;
+  asm("rcp.approx.f32 %0, %1;" : "=f"(r) : "f"(d));
+  return r;
+}
+
+// derivative cdf + v pdf, value v cdf. pdf by expf, which keeps its subnormal values (torch's exp does).
 __device__ __forceinline__ Step gelu_step(float v) {
-  constexpr float kSqrtHalf = 0.70710678118654752440f;
   constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
-  const float cdf = 0.5f * (1.f + erff(v * kSqrtHalf));
+  const float cdf = normal_cdf(v);
   const float pdf = expf(-0.5f * v * v) * kInvSqrt2Pi;
   return {cdf + v * pdf, v * cdf};
 }
@@ -56,7 +65,8 @@ __device__ __forceinline__ Step gelu_tanh_step(float v) {
   return {0.5f * (1.f + t) + left * (1.f - t * t) * (kBeta * (1.f + 3.f * kKappa * v2)), left * (1.f + t)};
 }
 
-__device__ __forceinline__ float sigmoid_exact(float v) { return 1.f / (1.f + expf(-v)); }
+// torch's 1 / (1 + exp(-v)), subnormal results included (v in (-88.7, -87.3)).
+__device__ __forceinline__ float sigmoid_exact(float v) { return reciprocal(1.f + expf(-v)); }
 
 // silu: s (1 + v (1 - s)); sigmoid: (1 - s) s and tanh: 1 - t^2, from the op's result as sigmoid_backward and
 // tanh_backward; mish: tanh(softplus(v)) + v s (1 - tanh^2(softplus(v))).
@@ -80,7 +90,7 @@ __device__ __forceinline__ Step mish_step(float v) {
 // derivative 1 above the threshold, else z / (z + 1), z = e^(v beta); value as softplus's.
 __device__ __forceinline__ Step softplus_step(float v, float beta, float threshold) {
   const float z = expf(v * beta);
-  return v * beta > threshold ? Step{1.f, v} : Step{z / (z + 1.f), log1pf(z) / beta};
+  return v * beta > threshold ? Step{1.f, v} : Step{z * reciprocal(z + 1.f), log1pf(z) * reciprocal(beta)};
 }
 
 // elu_backward of the input: alpha e^v where v <= 0, else 1 (NaN: 1).

@@ -50,18 +50,17 @@ __device__ __forceinline__ float exp2_approx(float a) {
   return r;
 }
 
-// torch's exact GELU, v/2 (1 + erf(v / sqrt 2)) = v Phi(v), Phi the standard normal CDF, computed as
+// The standard normal CDF Phi(v) = (1 + erf(v / sqrt 2)) / 2, for torch's exact GELU (v Phi(v)) and its
+// derivative (epilogue_derivatives.cuh), computed as
 //   q = Phi(-|v|) = 2^(R(min(|v|, 5.6)) - v^2 / (2 ln 2)),   Phi(v) = 1/2 + sign(v) (1/2 - q),
 // R(t) = log2(erfcx(t / sqrt 2) / 2) a degree-8 polynomial (tools/fit_gelu.py: weighted least squares on
 // [0, 5.6], weight q, so that q's absolute error is 7.5e-9 in exact arithmetic). Why not erff: ~16 instructions
 // instead of ~28 (erff merges two polynomials with selects); GELU is the costliest op of most chains, and a fused
-// epilogue's chain is time in which no MMA runs (docs/perf-notes.md, item 24). Accuracy, float32 emulation of
-// this code against float64, by range of v (max relative error, ours / torch's float32 GELU on the CPU):
-// [-5,-4) 5.8e-2 / 4.9e-2 (values under 1.3e-4), [-4,-3) 6.2e-4 / 9.3e-4, [-3,-2) 1.3e-5 / 6.3e-5, [-1,1) 3.0e-7 /
-// 6.9e-7, [1,12) 1.3e-7 / 1.9e-7; under -5.5 both give -0 (q rounds away against 1/2; torch's 1 + erf rounds to
-// 0). Specials as torch's: gelu(inf) = inf, gelu(-inf) = -inf * 0 = NaN, NaN stays NaN (min drops a NaN, v * v
-// keeps it); v * v = inf makes q = 0.
-__device__ __forceinline__ float gelu(float v) {
+// epilogue's chain is time in which no MMA runs (docs/perf-notes.md, item 24). Its absolute error is that of
+// torch's 1 + erf, ~3e-8: both round a value near 1/2 (or 1) before the difference that makes the tail. Specials:
+// Phi(inf) = 1, Phi(-inf) = 0, NaN stays NaN (min drops a NaN, v * v keeps it); v * v = inf makes q = 0, and under
+// -5.5 the result is 0 (q rounds away against 1/2), as torch's 1 + erf rounds to 0.
+__device__ __forceinline__ float normal_cdf(float v) {
   constexpr float kR[] = {-1.f, -1.15110576f, 0.262142599f, -0.0525050275f, 0.00707547227f, -0.000145870406f,
                           -0.000182547534f, 3.86207466e-05f, -2.77205049e-06f};
   constexpr float kMinusHalfLog2e = -0.72134752044448170368f;  // -1 / (2 ln 2)
@@ -70,8 +69,14 @@ __device__ __forceinline__ float gelu(float v) {
 #pragma unroll
   for (int i = 7; i >= 0; --i) r = fmaf(r, t, kR[i]);
   const float q = exp2_approx(fmaf(kMinusHalfLog2e, v * v, r));
-  return v * (0.5f + copysignf(0.5f - q, v));
+  return 0.5f + copysignf(0.5f - q, v);
 }
+
+// torch's exact GELU, v/2 (1 + erf(v / sqrt 2)) = v Phi(v). Accuracy, float32 emulation of this code against
+// float64, by range of v (max relative error, ours / torch's float32 GELU on the CPU): [-5,-4) 5.8e-2 / 4.9e-2
+// (values under 1.3e-4), [-4,-3) 6.2e-4 / 9.3e-4, [-3,-2) 1.3e-5 / 6.3e-5, [-1,1) 3.0e-7 / 6.9e-7, [1,12) 1.3e-7 /
+// 1.9e-7; under -5.5 both give -0. Specials as torch's: gelu(inf) = inf, gelu(-inf) = -inf * 0 = NaN, NaN stays NaN.
+__device__ __forceinline__ float gelu(float v) { return v * normal_cdf(v); }
 
 // torch's tanh GELU, v/2 (1 + tanh(u)), u = sqrt(2/pi) (v + 0.044715 v^3), as v sigmoid(2u) = v / (1 + e^-2u):
 // the same value without tanhf (~7 instructions instead of ~23) and without the cancellation of 1 + tanh(u) for
