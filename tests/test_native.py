@@ -35,6 +35,15 @@ def test_visible_gpu_runs_the_module_when_required():
     assert ok, why
 
 
+def test_a_module_without_its_build_record_says_so(monkeypatch):
+    """A library copied without _build_info.json loads, but nothing says which GPUs it runs on: the reason names the
+    missing record instead of an empty list of architectures."""
+    lost = _native.NativeInfo(True, "/somewhere/_C.so", (), ("/somewhere/_C.so",), None, {})
+    monkeypatch.setattr(_native, "native_info", lambda: lost)
+    ok, why = _native._device_support(torch.device("cuda"))
+    assert not ok and "_build_info.json" in why and "/somewhere/_C.so" in why
+
+
 @pytest.mark.parametrize("arch,cap,runs", [
     ("90a", (9, 0), True), ("90a", (10, 0), False), ("90", (9, 0), True), ("80", (8, 6), True),
     ("86", (8, 0), False), ("80", (9, 0), False), ("100a", (10, 0), True), ("120", (12, 1), True),

@@ -113,10 +113,10 @@ def _device_support(device: torch.device) -> tuple[bool, str]:
     info = native_info()
     if not info.loaded:
         return False, f"the compiled module is not loaded: {info.reason}"
-    major, minor = torch.cuda.get_device_capability(device)
     if not info.archs:
         return False, (f"the compiled module {info.library} has no build record (_build_info.json beside it, written "
                        "by the build) saying which GPUs it was compiled for; reinstall, or copy the record with it")
+    major, minor = torch.cuda.get_device_capability(device)
     if not any(_arch_runs_on(a, major, minor) for a in info.archs):
         built = ", ".join("sm_" + a for a in info.archs)
         return False, (f"the compiled module has no kernels for this GPU (sm_{major}{minor}); it was built for "
