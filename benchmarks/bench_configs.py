@@ -11,16 +11,13 @@ and .json; prints, per shape, the heuristic's pick and the best.
 """
 
 import argparse
-import datetime
-import json
 import os
-import pathlib
 
 import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import timed
+from common import run_meta, timed, write_results
 
 # The sweep's small-output rows (where split K may pay) and its K = 4096 rows with many tiles.
 DEFAULT_SHAPES = ([(m, n, k) for m in (1, 16, 128, 512) for n in (1024, 4096, 8192) for k in (1024, 4096, 8192)] +
@@ -68,12 +65,7 @@ def main():
                      "best": best})
         print(f"{m}x{n}x{k}: F.linear {ms['F.linear'] * 1e3:.1f} us; pick {pick} {ratios[pick]:.3f}; "
               f"best {best} {ratios[best]:.3f}", flush=True)
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": args.dtype,
-            "chain": args.chain, "rounds": args.rounds,
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_configs.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    meta = run_meta(dtype=args.dtype, chain=args.chain, rounds=args.rounds)
     short = {c: c.split("_", 1)[1] for c in configs}
     lines = [f"GPU: {meta['gpu']}, {args.dtype}, chain '{args.chain}', {meta['date']}; time / F.linear (medians of "
              f"{args.rounds} rotated rounds at sustained clocks)", "",
@@ -85,7 +77,7 @@ def main():
         lines.append(f"| {r['m']} | {r['n']} | {r['k']} | {r['f_linear_ms'] * 1e3:.1f} | "
                      f"{short[pick]} {r['ratios'][pick]:.3f} | {short[best]} {r['ratios'][best]:.3f} | "
                      + " | ".join(cells) + " |")
-    (out / "bench_configs.md").write_text("\n".join(lines) + "\n")
+    write_results(args.out, "bench_configs", meta, rows, "\n".join(lines))
 
 
 if __name__ == "__main__":

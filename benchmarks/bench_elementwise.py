@@ -9,16 +9,13 @@ GPU's sustained clocks (common.py).
 """
 
 import argparse
-import datetime
-import json
 import os
-import pathlib
 
 import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import load_problem, timed
+from common import load_problem, run_meta, timed, write_results
 
 
 
@@ -75,9 +72,7 @@ def main():
         del x, out
         torch.cuda.empty_cache()
 
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "eager_from_problem_file": from_problem_file}
+    meta = run_meta(eager_from_problem_file=from_problem_file)
     lines = [f"GPU: {meta['gpu']}, torch {meta['torch']}, {meta['date']}; medians (ms) of triton do_bench, 3 "
              "rotated rounds at sustained clocks", "",
              "| workload | dtype | copy | cutlass_ext | eager | compile | ext GB/s | of copy | vs eager | vs compile | = eager |",
@@ -88,10 +83,7 @@ def main():
                      f"{r['fraction_of_copy']:.1%} | {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_compile']:.2f}x | "
                      f"{'yes' if r['identical_to_eager'] else 'max diff %.2g' % r['max_abs_diff_vs_eager']} |")
     table = "\n".join(lines)
-    out_dir = pathlib.Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "bench_elementwise.md").write_text(table + "\n")
-    (out_dir / "bench_elementwise.json").write_text(json.dumps({"meta": meta, "rows": results}, indent=2))
+    write_results(args.out, "bench_elementwise", meta, results, table)
     print(table)
 
 

@@ -11,16 +11,13 @@ hardtanh). Writes bench_float32.md and .json.
 """
 
 import argparse
-import datetime
-import json
 import os
-import pathlib
 
 import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import load_problem, timed
+from common import load_problem, run_meta, timed, write_results
 from cutlass_ext.nn import FusedLinear
 from cutlass_ext.ops import _float32_matmul_precision as matmul_precision
 
@@ -117,14 +114,10 @@ def main():
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
     rows = [measure(name, args.rep, args.rounds) for name in CHAINS]
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta()
     text = (f"GPU: {meta['gpu']}, torch {meta['torch']}, float32, {meta['date']}; medians (ms) of triton do_bench. "
             "'highest' = split TF32, 'high' = TF32.\n\n" + table(rows))
-    (out / "bench_float32.md").write_text(text + "\n")
-    (out / "bench_float32.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_results(args.out, "bench_float32", meta, rows, text)
     print(table(rows))
 
 

@@ -10,16 +10,13 @@ model's outputs. Writes bench_fuse.md and .json.
 """
 
 import argparse
-import datetime
-import json
 import os
-import pathlib
 
 import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import load_problem, timed
+from common import load_problem, run_meta, timed, write_results
 
 NAMES = ["linear_scale_hardtanh_gelu", "linear_swish_div_clamp_tanh_clamp", "linear_groupnorm_hardtanh"]
 
@@ -54,8 +51,7 @@ def main():
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
     rows = [measure(name, getattr(torch, d), args.rounds, args.rep) for d in args.dtypes.split(",") for name in NAMES]
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "rounds": args.rounds,
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    meta = run_meta(rounds=args.rounds)
     lines = [f"GPU: {meta['gpu']}, torch {meta['torch']}, {meta['date']}; medians of {args.rounds} rotated rounds at "
              "sustained clocks",
              "", "| problem | dtype | fused ms | F.linear ms | eager ms | compile ms | fused / F.linear | vs eager |"
@@ -66,10 +62,7 @@ def main():
         lines.append(f"| {r['problem']} | {r['dtype']} | {ms['fused']:.4f} | {ms['F.linear']:.4f} | {ms['eager']:.4f} |"
                      f" {ms['compile']:.4f} | {r['fused_over_f_linear']:.3f} | {r['speedup_vs_eager']:.2f}x |"
                      f" {r['speedup_vs_compile']:.2f}x | {r['max_abs_diff_vs_eager']:.2e} | {config} |")
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_fuse.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (out / "bench_fuse.md").write_text("\n".join(lines) + "\n")
+    write_results(args.out, "bench_fuse", meta, rows, "\n".join(lines))
     print("\n".join(lines))
 
 

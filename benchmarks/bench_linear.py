@@ -11,16 +11,13 @@ initialization. Writes bench_linear.md, .json and .png.
 """
 
 import argparse
-import datetime
-import json
 import os
-import pathlib
 
 import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import timed
+from common import run_meta, timed, write_results
 
 CHAIN_GELU = "mul(0.5) | hardtanh(-2, 2) | gelu"
 CHAIN_SWISH = "silu | div(2) | clamp(-1, 1) | tanh | clamp(-1, 1)"
@@ -155,20 +152,15 @@ def main():
         for n, k in [(nk, kk) for nk in (1024, 4096, 8192) for kk in (1024, 4096, 8192)]:
             for m in (1, 16, 128, 512, 2048, 8192, 16384):
                 rows.append(measure("sweep", m, n, k, CHAIN_GELU, compiled, max(args.rep // 2, 25), args.rounds))
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "dtype": str(DTYPE),
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(dtype=str(DTYPE))
     text = f"GPU: {meta['gpu']}, torch {meta['torch']}, bf16, {meta['date']}; medians (ms) of triton do_bench, "
     text += f"{args.rounds} rotated rounds at sustained clocks\n\n"
     text += table(rows)
-    (out / "bench_linear.md").write_text(text + "\n")
-    (out / "bench_linear.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    plot(rows, out / "bench_linear.png")
     sweep = [r for r in rows if r["name"] == "sweep" and r["m"] >= 128]
     overhead = host_overhead()
     meta["host_us_per_call"] = overhead
-    (out / "bench_linear.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out = write_results(args.out, "bench_linear", meta, rows, text)
+    plot(rows, out / "bench_linear.png")
     print(table(rows[:3]))
     print("host time per call (us): " + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items()))
     if sweep:

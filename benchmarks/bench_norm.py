@@ -14,16 +14,13 @@ Writes bench_norm.md and .json.
 """
 
 import argparse
-import datetime
-import json
 import os
-import pathlib
 
 import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import load_problem, timed
+from common import load_problem, run_meta, timed, write_results
 from cutlass_ext.nn import FusedLinear
 from cutlass_ext.ops import _float32_matmul_precision as matmul_precision
 
@@ -103,17 +100,13 @@ def main():
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
     mod = load_problem(NAME)
     rows = [measure(mod, dtype, args.rep, args.rounds) for dtype in (torch.bfloat16, torch.float16, torch.float32)]
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "date": datetime.datetime.now().isoformat(timespec="seconds"), "rounds": args.rounds}
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(rounds=args.rounds)
     paths = "; ".join(f"{r['dtype']}: {r['path']}" for r in rows)
     text = (f"GPU: {meta['gpu']}, torch {meta['torch']}, {meta['date']}; {NAME}, medians (ms) of triton do_bench "
             f"over {args.rounds} rotated rounds at sustained clocks; float32 at precision 'highest'.\n\n"
             f"Paths: {paths}\n\n" +
             table(rows))
-    (out / "bench_norm.md").write_text(text + "\n")
-    (out / "bench_norm.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_results(args.out, "bench_norm", meta, rows, text)
     print(table(rows))
 
 

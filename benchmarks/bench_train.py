@@ -13,16 +13,13 @@ difference of the weight's gradient against eager's. Writes bench_train.md and .
 """
 
 import argparse
-import datetime
-import json
 import os
-import pathlib
 
 import torch
 import torch.nn.functional as F
 
 import cutlass_ext
-from common import load_problem, timed
+from common import load_problem, run_meta, timed, write_results
 
 # The problems' tails as chains (bench_linear.py's), for FusedLinear.from_linear on the model's own Linear.
 PROBLEMS = {"linear_scale_hardtanh_gelu": "mul({scaling_factor}) | hardtanh({hardtanh_min}, {hardtanh_max}) | gelu",
@@ -72,8 +69,7 @@ def main():
     args = parser.parse_args()
     assert cutlass_ext.native_info().loaded, str(cutlass_ext.native_info())
     rows = [measure(n, getattr(torch, d), args.rounds, args.rep) for d in args.dtypes.split(",") for n in PROBLEMS]
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "rounds": args.rounds,
-            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    meta = run_meta(rounds=args.rounds)
     lines = [f"GPU: {meta['gpu']}, torch {meta['torch']}, {meta['date']}; forward + backward, medians (ms) of "
              f"{args.rounds} rotated rounds at sustained clocks", "",
              f"Path: {rows[0]['path']}", "",
@@ -85,10 +81,7 @@ def main():
                      f" {ms['F.linear']:.4f} | {ms['eager']:.4f} | {ms['compile']:.4f} | {r['fused_over_f_linear']:.3f}"
                      f" | {r['speedup_vs_eager']:.2f}x | {r['speedup_vs_compile']:.2f}x |"
                      f" {r['weight_grad_rel_diff_vs_eager']:.1e} |")
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_train.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    (out / "bench_train.md").write_text("\n".join(lines) + "\n")
+    write_results(args.out, "bench_train", meta, rows, "\n".join(lines))
     print("\n".join(lines))
 
 

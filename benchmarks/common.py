@@ -1,4 +1,4 @@
-"""What the benchmarks share: the reference problems, and the timing.
+"""What the benchmarks share: the reference problems, the timing, and the result files.
 
 Why the settling and the rotation: for the first ~0.4 s of load after an idle spell (a torch.compile, a model load)
 an H200 runs its SMs at 1980 MHz; then the clock drops to 1450-1620 MHz, and within another second the draw sits
@@ -8,7 +8,9 @@ runs once (compiling, allocating), the GPU is kept busy for `settle_s` seconds, 
 `rounds` rounds, each starting one function later than the last, all at the clocks a sustained workload gets.
 """
 
+import datetime
 import importlib.util
+import json
 import os
 import pathlib
 import statistics
@@ -57,3 +59,19 @@ def timed(fns, rep, rounds=3, settle_s=1.5):
         for name in names[r % len(names):] + names[:r % len(names)]:
             runs[name].append(do_bench(fns[name], warmup=max(rep // 4, 10), rep=rep, return_mode="median"))
     return {name: statistics.median(t) for name, t in runs.items()}
+
+
+def run_meta(**extra):
+    """What every result file records: the GPU, torch, the date, and what the benchmark adds."""
+    return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), **extra}
+
+
+def write_results(out, name, meta, rows, text):
+    """<out>/<name>.md (the markdown text) and <out>/<name>.json ({"meta", "rows"}), the folder made as needed;
+    returns the folder."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(text + "\n")
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    return out
