@@ -66,16 +66,16 @@ __device__ __forceinline__ Step gelu_tanh_step(float v) {
 }
 
 // torch's 1 / (1 + exp(-v)), subnormal results included (v in (-88.7, -87.3)).
-__device__ __forceinline__ float sigmoid_exact(float v) { return reciprocal(1.f + expf(-v)); }
+__device__ __forceinline__ float sigmoid_keeping_subnormals(float v) { return reciprocal(1.f + expf(-v)); }
 
 // silu: s (1 + v (1 - s)); sigmoid: (1 - s) s and tanh: 1 - t^2, from the op's result as sigmoid_backward and
 // tanh_backward; mish: tanh(softplus(v)) + v s (1 - tanh^2(softplus(v))).
 __device__ __forceinline__ Step silu_step(float v) {
-  const float s = sigmoid_exact(v);
+  const float s = sigmoid_keeping_subnormals(v);
   return {s * (1.f + v * (1.f - s)), v * s};
 }
 __device__ __forceinline__ Step sigmoid_step(float v) {
-  const float s = sigmoid_exact(v);
+  const float s = sigmoid_keeping_subnormals(v);
   return {(1.f - s) * s, s};
 }
 __device__ __forceinline__ Step tanh_step(float v) {
@@ -84,7 +84,7 @@ __device__ __forceinline__ Step tanh_step(float v) {
 }
 __device__ __forceinline__ Step mish_step(float v) {
   const float t = tanhf(log1pf(expf(v)));
-  return {t + v * sigmoid_exact(v) * (1.f - t * t), v * t};
+  return {t + v * sigmoid_keeping_subnormals(v) * (1.f - t * t), v * t};
 }
 
 // derivative 1 above the threshold, else z / (z + 1), z = e^(v beta); value as softplus's.
