@@ -135,7 +135,8 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
   // the next tile's mainloop (H100, time / F.linear, perf-notes item 26: gelu chain 2048x8192x8192 0.998 against
   // 1.045, 4096-16384 rows 3-6% faster; at 1024 rows a gain of 0-4%, within the noise). At one tile per CTA it
   // costs a few percent more than the plain kernel, and at short K its chain warps compete with the consumers' own
-  // chain for issue slots (8192x4096x1024: 1.711 against 1.556). In TF32 it was no faster (not compiled).
+  // chain for issue slots (8192x4096x1024: 1.711 against 1.556). In TF32 it was no faster on the H100 nor on the
+  // H200 (perf-notes item 43; not compiled).
   const bool defers = has_chain && epilogue == FusedEpilogue::kChain && dtype != DType::kF32 && k > 4096 &&
                       tiles_256 > sm_count;
   if (defers && pick != nullptr && pick->tile_m == 128 && pick->tile_n == 256 && pick->schedule == "cooperative") {

@@ -14,11 +14,14 @@
 //                  rows that whoever is free claims one at a time.
 //   in registers:  the consumers run the chain on the accumulators before the store, as the plain cooperative
 //                  kernel does, on the same rounded input (ChainNode's kRoundsInput): both ways give equal values.
-// A tile is deferred when the chain warps have claimed every chunk of the tile deferred before it, and it is not
-// the CTA's last one (no mainloop would hide its chain, and reading a tile back costs more than running the chain
-// on registers). So at long K every tile but the last is deferred, at short K the chain warps take the share they
-// keep up with, and with one tile per CTA every tile runs in registers. After their last tile the consumers help
-// with the chunks left.
+// A tile is deferred when one of kSlots slots is free (the chain warps have claimed every chunk of the tile it held)
+// and it is not the CTA's last one (no mainloop would hide its chain, and reading a tile back costs more than
+// running the chain on registers). The deferred values wait in the output itself, so more than one tile can be
+// pending: with one slot, a tile was deferred only if the chain warps had claimed all of the one before, and at
+// 2048x8192x8192 112 of the 380 tiles that could be deferred were not, though the chain warps were busy only a
+// third of the kernel (docs/perf-notes.md, item 41). At short K the chain warps take the share they keep up with,
+// and with one tile per CTA every tile runs in registers. After their last tile the consumers help with the chunks
+// left.
 //
 // Measured (H100, time / F.linear, perf-notes items 21-22 and 26): the first version deferred every tile, the last
 // included: 0.955x the plain kernel's time at 2048x8192x8192 with the gelu chain, a tie at 1024 rows, slower at
@@ -31,13 +34,16 @@
 // gives its epilogue one idle warp, which cannot keep up with the mainloop.
 //
 // Synchronization, with p a tile's sequence number in this CTA (every warp walks the same tile sequence):
-//   work:      (p << kChunkBits) | c: the last deferred tile and the next of its kChunks row chunks to claim. A
-//              claimer reads it, and if c < kChunks adds 1 (acquire) and runs chunk c of the value it got back
-//              when that one is still under kChunks. Consumer thread 0 writes (p << kChunkBits) (release) once tile
-//              p's stores are complete. A tile is deferred only when c >= kChunks, so a tile with chunks left is never
-//              replaced; and c passes kChunks by at most the number of claimers, far from the sequence bits.
+//   work[s]:   (p << kChunkBits) | c: the tile in slot s and the next of its kChunks row chunks to claim. A claimer
+//              reads the slots, picks the oldest tile with a chunk left, adds 1 to its slot (acquire) and runs
+//              chunk c of the value it got back when that one is still under kChunks (the add may find the tile
+//              claimed, or a newer tile published in the slot meanwhile: a claimer's tiles need not come in order).
+//              Consumer thread 0 writes (p << kChunkBits) (release) into a free slot, one whose c >= kChunks, once
+//              tile p's stores are complete; it chose the slot when it decided to defer p, and only it fills
+//              slots, so the slot stays free meanwhile. A claimer adds only after reading c < kChunks, so c passes
+//              kChunks by at most the number of claimers, far from the sequence bits.
 //   finished:  set (release) by consumer thread 0 after its last tile, after its last write to work. A claimer
-//              that reads it set, then finds no chunk left, stops.
+//              that reads it set, then finds no chunk left in any slot, stops.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -71,12 +77,17 @@ struct DeferredChainEpilogue {
   using StorePipeline = typename Base::StorePipeline;
   using StorePipelineState = typename Base::StorePipelineState;
   using TensorStorage = typename Base::TensorStorage;
+  // Tiles deferred and not yet wholly claimed, at most. More slots let the chain warps fall further behind and catch
+  // up; at the end the consumers wait for at most this many tiles' chunks. Measured (H200, perf-notes item 42): with
+  // two, every tile but a CTA's last is deferred at 2048x8192x8192 (273 of 380 with one), yet the kernel is no
+  // faster there; 1.5-2% faster at 4096 and 8192 rows. Four were no better than one.
+  static constexpr int kSlots = 2;
   // The claim counters live beside the (unused) C-load pipeline's barriers, not in TensorStorage: Base's
   // TensorStorage is 1024-byte aligned, so 8 more bytes there would take 1 KB, and with the 128x64 epilogue subtile
   // a mainloop stage (the kernel has 1 KB of shared memory to spare).
   struct PipelineStorage {
     typename Base::PipelineStorage base;
-    uint32_t work;
+    uint32_t work[kSlots];
     uint32_t finished;
   };
   static constexpr bool RequiresTransactionBytes = Base::RequiresTransactionBytes;
@@ -148,7 +159,7 @@ struct DeferredChainEpilogue {
   CUTLASS_DEVICE DeferredChainEpilogue(Params const& params_, TensorStorage& tensors_, PipelineStorage& shared_)
       : params(params_), tensors(tensors_), shared(shared_) {
     if (threadIdx.x == 0) {
-      shared.work = kChunks;  // no tile, no chunk left: the first tile is deferred
+      for (int s = 0; s < kSlots; ++s) shared.work[s] = kChunks;  // no tile, no chunk left: free
       shared.finished = 0;
     }
   }
@@ -161,13 +172,19 @@ struct DeferredChainEpilogue {
   // Every consumer thread, after tile `sequence`'s mainloop: whether to defer it, the same answer in all of them.
   CUTLASS_DEVICE bool defer_tile(uint32_t sequence, bool last, int thread_idx) {
     if (params.chain.chain.num_ops == 0 || last || sequence >= kMaxSequence) return false;  // uniform
-    uint32_t claimed_all = 0;
-    if (thread_idx == 0) claimed_all = chunk_of(load_relaxed(&shared.work)) >= kChunks;
+    uint32_t slot_free = 0;
+    if (thread_idx == 0) {
+      free_slot = -1;
+      for (int s = 0; s < kSlots; ++s) {
+        if (chunk_of(load_relaxed(&shared.work[s])) >= kChunks) free_slot = s;
+      }
+      slot_free = free_slot >= 0;
+    }
     uint32_t any;  // thread 0's answer, for all: an OR over the consumers at a named barrier
     asm volatile(
         "{\n .reg .pred p, q;\n setp.ne.u32 p, %1, 0;\n bar.red.or.pred q, %2, %3, p;\n selp.u32 %0, 1, 0, q;\n}"
         : "=r"(any)
-        : "r"(claimed_all), "n"(kDecisionBarrier), "n"(kConsumerThreads)
+        : "r"(slot_free), "n"(kDecisionBarrier), "n"(kConsumerThreads)
         : "memory");
     return warp_uniform(any) != 0;
   }
@@ -180,7 +197,7 @@ struct DeferredChainEpilogue {
       asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
       asm volatile("fence.proxy.async.global;" ::: "memory");
       __syncwarp();
-      if (thread_idx == 0) store_release(&shared.work, sequence << kChunkBits);
+      if (thread_idx == 0) store_release(&shared.work[free_slot], sequence << kChunkBits);
     }
   }
 
@@ -190,7 +207,7 @@ struct DeferredChainEpilogue {
   }
 
   // One warp, all lanes: claims chunks and runs the chain on them until the consumers have finished and no chunk is
-  // left. tile_at(p) gives the Tile of sequence number p (called with non-decreasing p).
+  // left. tile_at(p) gives the Tile of sequence number p.
   template <class TileAt>
   CUTLASS_DEVICE void run_chain(TileAt&& tile_at, int lane) {
     if (params.chain.chain.num_ops == 0) return;  // uniform: nothing is ever deferred
@@ -207,6 +224,7 @@ struct DeferredChainEpilogue {
   Params const& params;
   TensorStorage& tensors;
   PipelineStorage& shared;  // the counters
+  int free_slot = -1;       // consumer thread 0: the slot of the tile it decided to defer
 
   CUTLASS_DEVICE static uint32_t chunk_of(uint32_t work) { return work & ((1u << kChunkBits) - 1); }
 
@@ -232,16 +250,25 @@ struct DeferredChainEpilogue {
     asm volatile("st.release.cta.shared::cta.u32 [%0], %1;" :: "r"(cute::cast_smem_ptr_to_uint(p)), "r"(v) : "memory");
   }
 
-  // Lane 0 of a claimer: the next chunk (as work's value with that chunk), waiting for one to be published;
-  // kNoChunk once the consumers have finished and every chunk is claimed.
+  // Lane 0 of a claimer: the next chunk (as its slot's value with that chunk), oldest tile first, waiting for one to
+  // be published; kNoChunk once the consumers have finished and every chunk is claimed.
   CUTLASS_DEVICE uint32_t claim_chunk() {
     while (true) {
-      // finished first: once it reads set, the read of work below sees the last publication.
+      // finished first: once it reads set, the reads of work below see the last publication.
       const bool finished = load_acquire(&shared.finished) != 0;
-      if (chunk_of(load_relaxed(&shared.work)) < kChunks) {
+      int slot = -1;
+      uint32_t oldest = 0;
+      for (int s = 0; s < kSlots; ++s) {
+        const uint32_t w = load_relaxed(&shared.work[s]);
+        if (chunk_of(w) < kChunks && (slot < 0 || w < oldest)) {
+          slot = s;
+          oldest = w;
+        }
+      }
+      if (slot >= 0) {
         uint32_t claimed;
         asm volatile("atom.acquire.cta.shared::cta.add.u32 %0, [%1], 1;"
-                     : "=r"(claimed) : "r"(cute::cast_smem_ptr_to_uint(&shared.work)) : "memory");
+                     : "=r"(claimed) : "r"(cute::cast_smem_ptr_to_uint(&shared.work[slot])) : "memory");
         if (chunk_of(claimed) < kChunks) return claimed;
       } else if (finished) {
         return kNoChunk;
@@ -372,13 +399,19 @@ struct DeferredChainKernel : Gemm {
     auto k_tiles = [&](auto const& work) {
       return TileScheduler::get_work_k_tile_count(work, problem_shape, TileShape{});
     };
-    // A claimer's view of the tile sequence: a scheduler of its own, walked forward to tile `seq`.
+    // A claimer's view of the tile sequence: a scheduler of its own, walked to tile `seq` (forward, or from the
+    // start for an older tile than the last: rare, see claim_chunk).
     auto run_chain = [&] {
       TileScheduler tiles{params.scheduler};
       auto tile_work = tiles.initial_work_tile_info(ClusterShape{});
       uint32_t tile_seq = 0;
       epilogue.run_chain(
           [&](uint32_t seq) {
+            if (seq < tile_seq) {
+              tiles = TileScheduler{params.scheduler};
+              tile_work = tiles.initial_work_tile_info(ClusterShape{});
+              tile_seq = 0;
+            }
             for (; tile_seq < seq; ++tile_seq) tile_work = get<0>(tiles.fetch_next_work(tile_work));
             return tile_of(tile_work);
           },
