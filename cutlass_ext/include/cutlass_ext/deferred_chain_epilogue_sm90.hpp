@@ -27,9 +27,13 @@
 // included: 0.955x the plain kernel's time at 2048x8192x8192 with the gelu chain, a tie at 1024 rows, slower at
 // short K and at one tile per CTA. This one: 0.998 against the plain kernel's 1.045 at 2048 rows (gelu chain),
 // 3-6% faster at 4096-16384 rows; at 1024 rows (swish chain) 1.110 against 1.147, a tie in a second run; in TF32 no
-// faster (not compiled). It is a few percent slower than the plain kernel at one tile per CTA, and 10% at K = 1024
-// with ~8 tiles per CTA, where the chain is most of a tile's time and the chain warps take issue slots from the
-// consumers' own chain: the heuristic picks it for long K and more than a wave of tiles. Why not a stash in shared
+// faster (not compiled). It is slower than the plain kernel at one tile per CTA, and 10% at K = 1024 with ~8 tiles
+// per CTA, where the chain is most of a tile's time and the chain warps take issue slots from the consumers' own
+// chain: the heuristic picks it for long K and more than a wave of tiles. Its in-register tiles cost more than the
+// plain kernel's: ~20K cycles against ~9.5K for the chain at 4096x1024x1024 on the H200, where every tile runs in
+// registers. Having the chain warps' code in the binary costs it, not running that code. A never-deferring
+// variant without that code ran within 3% of the plain kernel; one with it, its chain warps exiting at once, did
+// not (docs/perf-notes.md, item 44: presumably instruction fetch). Why not a stash in shared
 // memory: 64 KB leaves room for 3 mainloop stages instead of 4 (3-6% with an empty chain), and CUTLASS's own kernel
 // gives its epilogue one idle warp, which cannot keep up with the mainloop.
 //
