@@ -59,7 +59,7 @@ class LinearGroupNorm(nn.Module):
 
 class LinearScaleHardtanhGelu(nn.Module):
     """linear_scale_hardtanh_gelu's form, shrunk: the chain's ops as modules and an operator, as the problem writes
-    them (a stand-in where the checkout has no problem files, as CI's has not)."""
+    them. A stand-in for checkouts without the problem files, such as CI's."""
 
     def __init__(self):
         super().__init__()
@@ -89,7 +89,7 @@ STAND_INS = {"linear_scale_hardtanh_gelu": LinearScaleHardtanhGelu,
 
 def small_problem(name, source="file"):
     """The reference model at 64 -> 48 features: from its problem file (skipped where there is none), or our
-    stand-in of the same form."""
+    stand-in with the same ops (LinearGroupNorm calls hardtanh as a function where the problem has a module)."""
     if source == "stand-in":
         return STAND_INS[name]()
     mod = load_problem(name)

@@ -29,7 +29,8 @@
 // 3-6% faster at 4096-16384 rows; at 1024 rows (swish chain) 1.110 against 1.147, a tie in a second run; in TF32 no
 // faster (not compiled). It is slower than the plain kernel at one tile per CTA, and 10% at K = 1024 with ~8 tiles
 // per CTA, where the chain is most of a tile's time and the chain warps take issue slots from the consumers' own
-// chain: the heuristic picks it for long K and more than a wave of tiles. Its in-register tiles cost more than the
+// chain (an H100 reading; the in-register tiles' cost below is presumably part of it): the heuristic picks it for
+// long K and more than a wave of tiles. Its in-register tiles cost more than the
 // plain kernel's: ~18.5K cycles against ~9.8K for the chain at 4096x1024x1024 on the H200, where every tile runs in
 // registers. Having the chain warps' code in the binary costs it, not running that code. A never-deferring
 // variant without that code ran within 3% of the plain kernel; one with it, its chain warps exiting at once, did
