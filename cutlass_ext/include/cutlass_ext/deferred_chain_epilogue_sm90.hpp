@@ -34,7 +34,8 @@
 // plain kernel's: ~18.5K cycles against ~9.8K for the chain at 4096x1024x1024 on the H200, where every tile runs in
 // registers. Having the chain warps' code in the binary costs it, not running that code. A never-deferring
 // variant without that code ran within 3% of the plain kernel; one with it, its chain warps exiting at once, did
-// not (docs/perf-notes.md, item 44: presumably instruction fetch). Why not a stash in shared
+// not (docs/perf-notes.md, item 44). Its cause is open. Fetching the chain's code early did not help, and moving the
+// chain warps' code out of line recovered less than half (item 45). Why not a stash in shared
 // memory: 64 KB leaves room for 3 mainloop stages instead of 4 (3-6% with an empty chain), and CUTLASS's own kernel
 // gives its epilogue one idle warp, which cannot keep up with the mainloop.
 //
@@ -212,7 +213,11 @@ struct DeferredChainEpilogue {
   }
 
   // One warp, all lanes: claims chunks and runs the chain on them until the consumers have finished and no chunk is
-  // left. tile_at(p) gives the Tile of sequence number p.
+  // left. tile_at(p) gives the Tile of sequence number p. Inlined, with its own copy of the interpreter, for these
+  // reasons (docs/perf-notes.md, item 45). Out of line (the consumers' chain subroutine then sits right after the
+  // kernel's body, as in the plain kernel), the in-register tiles recovered less than half of their extra cost, and
+  // the deferred ones got dearer. Calling the consumers' subroutine instead makes ptxas drop the register split
+  // (C7507). Loading the next chunk during this one's chain was slower (items 28, 45).
   template <class TileAt>
   CUTLASS_DEVICE void run_chain(TileAt&& tile_at, int lane) {
     if (params.chain.chain.num_ops == 0) return;  // uniform: nothing is ever deferred
@@ -339,7 +344,8 @@ struct DeferredChainKernel : Gemm {
   static_assert(Gemm::NumMmaWarpGroups == 2 && Gemm::MaxThreadsPerBlock == 384);
   // The consumers' increase (from the launch's 168 per thread) is taken from what the producer warpgroup gives back:
   // 256 x (224 - 168) <= 128 x (168 - 56), or the consumers would wait forever. CUTLASS's split is 40 / 232; the
-  // chain warps need more than 40 to run the interpreter without spilling.
+  // chain warps need more than 40 to run the interpreter without spilling. 72 / 216 measured no faster at long K and
+  // slower at K = 1024 (docs/perf-notes.md, item 45).
   static constexpr uint32_t kProducerRegisters = 56;
   static constexpr uint32_t kConsumerRegisters = 224;
 
