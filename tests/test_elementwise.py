@@ -195,9 +195,11 @@ def test_longest_chain_runs_natively():
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(0,), (1,), (3,), (7,), (8,), (9,), (17,), (1023,), (4099,), (), (0, 5), (3, 0),
                                    (2, 3, 5), (1000, 37)], ids=str)
-@pytest.mark.parametrize("chain", ["mul(0.5) | hardtanh(-2, 2) | gelu", "mul(0.5) | hardtanh(-2, 2) | residual"])
+@pytest.mark.parametrize("chain", ["mul(0.5) | hardtanh(-2, 2) | gelu", "mul(0.5) | hardtanh(-2, 2) | residual",
+                                   "hardtanh(-1, 1)"])
 def test_sizes(shape, dtype, chain):
-    """Both launch shapes (chains with and without transcendentals), sizes around every vector width."""
+    """Each contiguous launch shape (a chain with a transcendental, a chain of cheap ops, one cheap op), sizes
+    around every vector width."""
     x = torch.randn(shape, device="cuda").to(dtype)
     epi = Epilogue(chain)
     assert_matches_reference(run_native(x, epi, out=poisoned(x)), x, epi)

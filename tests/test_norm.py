@@ -209,10 +209,12 @@ def test_group_norm_every_group_count(groups, dtype):
     "layer_norm(weight=gw) | silu",
     "gelu | group_norm(8, bias=gb) | residual(0.5) | mul_vec(s) | tanh",
     "group_norm(32, weight=gw, bias=gb, eps=0.1) | add_vec(s) | gelu",
+    "group_norm(8, weight=gw) | residual(0.5) | mul_vec(s) | hardtanh(-1, 1)",
 ])
 @pytest.mark.parametrize("m", [1, 130])
 def test_norm_placements_vectors_and_residual(text, m, dtype):
-    """Pre- and post-chains, affine or not, float32 vectors with half inputs, residual's v0 after the norm."""
+    """Pre- and post-chains, affine or not, float32 vectors with half inputs, residual's v0 after the norm; post-chains
+    with and without transcendentals (the stage compiles an interpreter for each)."""
     x, w, b = make(m, 512, 192, dtype, batch=(2,))
     gw, gb = affine(512, dtype)
     s = torch.randn(512, device="cuda")

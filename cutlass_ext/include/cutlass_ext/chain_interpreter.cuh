@@ -33,16 +33,26 @@ __device__ __forceinline__ float load_vector_element(const ChainVector& vec, Ind
 // per-feature vector ops. v0_of(i): the chain's input for element i, called only by kResidual; a caller that
 // still holds its input (the elementwise kernel's loaded values) rereads it there instead of keeping a copy of
 // the fragment in registers for the whole chain.
-template <int N, class FeatureOf, class InputOf>
+// kCheapOnly: compile only the ops for which op_is_cheap holds, for callers that dispatch on chain_is_cheap. The
+// other ops' code (exp, erf, tanh, log1p) sets the register count of the whole loop even when it never runs; a
+// memory-bound kernel without it fits more resident threads (docs/perf-notes.md, item 46). Such a caller given
+// another op traps rather than skip it.
+template <bool kCheapOnly = false, int N, class FeatureOf, class InputOf>
 __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass::Array<float, N>& v,
                                             FeatureOf feature_of, InputOf v0_of) {
   auto each = [&v](auto f) {
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < N; ++i) v[i] = f(v[i], i);
   };
+  auto each_costly = [&each](auto f) {  // the ops that op_is_cheap excludes
+    if constexpr (!kCheapOnly) each(f);
+  };
   for (int k = 0; k < program.num_ops; ++k) {
     const ChainOp op = program.ops[k];
     const float a = op.a, b = op.b;
+    if constexpr (kCheapOnly) {
+      if (!op_is_cheap(op.code)) __trap();  // uniform; a dispatch bug, never a silently skipped op
+    }
     switch (op.code) {
       case ChainOpCode::kAdd: each([a](float x, int) { return ops::add(x, a); }); break;
       case ChainOpCode::kMul: each([a](float x, int) { return ops::mul(x, a); }); break;
@@ -50,14 +60,14 @@ __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass
         each([a, b](float x, int) { return ops::clamp(x, a, b); });
         break;
       case ChainOpCode::kLeakyRelu: each([a](float x, int) { return ops::leaky_relu(x, a); }); break;
-      case ChainOpCode::kGelu: each([](float x, int) { return ops::gelu(x); }); break;
-      case ChainOpCode::kGeluTanh: each([](float x, int) { return ops::gelu_tanh(x); }); break;
-      case ChainOpCode::kSilu: each([](float x, int) { return ops::silu(x); }); break;
-      case ChainOpCode::kSigmoid: each([](float x, int) { return ops::sigmoid(x); }); break;
-      case ChainOpCode::kTanh: each([](float x, int) { return ops::tanh(x); }); break;
-      case ChainOpCode::kMish: each([](float x, int) { return ops::mish(x); }); break;
-      case ChainOpCode::kSoftplus: each([a, b](float x, int) { return ops::softplus(x, a, b); }); break;
-      case ChainOpCode::kElu: each([a](float x, int) { return ops::elu(x, a); }); break;
+      case ChainOpCode::kGelu: each_costly([](float x, int) { return ops::gelu(x); }); break;
+      case ChainOpCode::kGeluTanh: each_costly([](float x, int) { return ops::gelu_tanh(x); }); break;
+      case ChainOpCode::kSilu: each_costly([](float x, int) { return ops::silu(x); }); break;
+      case ChainOpCode::kSigmoid: each_costly([](float x, int) { return ops::sigmoid(x); }); break;
+      case ChainOpCode::kTanh: each_costly([](float x, int) { return ops::tanh(x); }); break;
+      case ChainOpCode::kMish: each_costly([](float x, int) { return ops::mish(x); }); break;
+      case ChainOpCode::kSoftplus: each_costly([a, b](float x, int) { return ops::softplus(x, a, b); }); break;
+      case ChainOpCode::kElu: each_costly([a](float x, int) { return ops::elu(x, a); }); break;
       case ChainOpCode::kHardswish: each([](float x, int) { return ops::hardswish(x); }); break;
       case ChainOpCode::kHardsigmoid: each([](float x, int) { return ops::hardsigmoid(x); }); break;
       case ChainOpCode::kAbs: each([](float x, int) { return ops::abs(x); }); break;

@@ -83,17 +83,22 @@ inline uint32_t chain_reads(const ChainProgram& program) {
   return reads;
 }
 
-// True when every op is a few arithmetic instructions (no exp/erf/tanh/log): such chains leave a memory-bound
-// kernel memory-bound, which changes the best launch shape (elementwise_kernel.cuh).
+// True for the ops that are a few arithmetic instructions (no exp/erf/tanh/log). A chain of only these leaves a
+// memory-bound kernel memory-bound, which changes the best launch shape, and lets the elementwise kernel run an
+// interpreter that holds only these ops' code (elementwise_kernel.cuh). constexpr: the device code uses it too.
+constexpr bool op_is_cheap(ChainOpCode code) {
+  switch (code) {
+    case ChainOpCode::kGelu: case ChainOpCode::kGeluTanh: case ChainOpCode::kSilu: case ChainOpCode::kSigmoid:
+    case ChainOpCode::kTanh: case ChainOpCode::kMish: case ChainOpCode::kSoftplus: case ChainOpCode::kElu:
+      return false;
+    default:
+      return true;
+  }
+}
+
 inline bool chain_is_cheap(const ChainProgram& program) {
   for (int i = 0; i < program.num_ops; ++i) {
-    switch (program.ops[i].code) {
-      case ChainOpCode::kGelu: case ChainOpCode::kGeluTanh: case ChainOpCode::kSilu: case ChainOpCode::kSigmoid:
-      case ChainOpCode::kTanh: case ChainOpCode::kMish: case ChainOpCode::kSoftplus: case ChainOpCode::kElu:
-        return false;
-      default:
-        break;
-    }
+    if (!op_is_cheap(program.ops[i].code)) return false;
   }
   return true;
 }

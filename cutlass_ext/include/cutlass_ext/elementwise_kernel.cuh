@@ -24,14 +24,8 @@ constexpr int kThreads = 256;
 
 // Each thread loads kVec * kUnroll elements per iteration, all in flight before the first use, and runs the chain
 // over them (the ops decoded once per batch). More values per thread amortize decoding and hide the math of
-// exp/erf/tanh chains; fewer leave registers for more resident threads, which a memory-bound chain wants. Measured
-// on an H200 (docs/perf-notes.md, "elementwise kernel"), fp32: 8 values for cheap chains (hardtanh 97-98% of copy
-// bandwidth, against 93% with 16), 16 for chains with transcendentals (mul | hardtanh | gelu 96%, against 91%);
-// bf16/fp16: 16 for both. The register caps (6 and 5 blocks of 256 threads per SM) measured best for each.
-template <int kElementsPerThread>
-constexpr int min_blocks_per_sm() {
-  return kElementsPerThread <= 8 ? 6 : 5;
-}
+// exp/erf/tanh chains; fewer leave registers for more resident threads, which a memory-bound chain wants. The
+// launch shapes and register caps (kMinBlocks blocks of 256 threads per SM) are set in launch_elementwise.
 
 // The contiguous kernels' accesses: kVec elements per access (16 bytes, or 1 element when the pointers are not
 // aligned). A block covers one chunk of kThreads * kUnroll accesses, thread t taking accesses t, t + kThreads, ...:
@@ -83,8 +77,8 @@ __device__ __forceinline__ int64_t element_of(int64_t first, int i) {
 }
 
 // Contiguous x and y.
-template <typename T, int kVec, int kUnroll>
-__global__ void __launch_bounds__(kThreads, min_blocks_per_sm<kVec * kUnroll>())
+template <typename T, int kVec, int kUnroll, bool kCheapOnly, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     contiguous_kernel(const T* x, T* y, int64_t numel, int64_t features, const __grid_constant__ ChainProgram program) {
   const int64_t num_accesses = numel / kVec;
   for (int64_t chunk = int64_t(blockIdx.x) * kThreads * kUnroll; chunk < num_accesses;
@@ -95,7 +89,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<kVec * kUnroll>())
     auto element = [&](int i) { return element_of<kVec>(first, i); };
     // The residual op rereads its input (cached, and not yet overwritten when in place) rather than keeping the
     // loaded values alive in registers through the whole chain.
-    apply_chain(program, v, [&](int i) { return element(i) % features; }, [&](int i) { return float(x[element(i)]); });
+    apply_chain<kCheapOnly>(program, v, [&](int i) { return element(i) % features; },
+                            [&](int i) { return float(x[element(i)]); });
     store_accesses<kVec, kUnroll>(y, first, num_accesses, v);
   }
   // The last numel % kVec elements, one per thread of the first block.
@@ -104,7 +99,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<kVec * kUnroll>())
     cutlass::Array<float, 1> v;
     const T in = x[tail];
     v[0] = float(in);
-    apply_chain(program, v, [&](int) { return tail % features; }, [&](int) { return float(in); });
+    apply_chain<kCheapOnly>(program, v, [&](int) { return tail % features; }, [&](int) { return float(in); });
     y[tail] = T(v[0]);
   }
 }
@@ -181,15 +176,26 @@ cudaError_t launch_elementwise(const ElementwiseArgs& args, const ChainProgram& 
   auto* y = static_cast<Element*>(args.y);
   const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
   constexpr int kVec = 16 / sizeof(Element);
-  if (args.contiguous && aligned && kVec == 4 && chain_is_cheap(program)) {
-    contiguous_kernel<Element, kVec, 2><<<grid_for(args.numel, kThreads * kVec * 2), kThreads, 0, stream>>>(
+  // Measured on an H200 (docs/perf-notes.md, elementwise kernel and item 46), of copy bandwidth:
+  // - chains of cheap ops only (op_is_cheap), with an interpreter that holds only their code: one 16-byte access
+  //   per thread for one op (32 registers, 8 blocks an SM: hardtanh 99% in bf16, 100% in float32), two for longer
+  //   chains (40 registers, 6 blocks: mul | add | clamp 98% in bf16), where decoding each op per access costs;
+  // - chains with transcendentals: 16 values per thread, 5 blocks (mul | hardtanh | gelu 92% in float32; bf16
+  //   chains are bound by their math, 72-82%).
+  // The full interpreter's exp/erf/tanh code alone held bf16 hardtanh to 87%: it sets the register count.
+  const bool cheap = chain_is_cheap(program);
+  if (args.contiguous && aligned && cheap && program.num_ops <= 1) {
+    contiguous_kernel<Element, kVec, 1, true, 8><<<grid_for(args.numel, kThreads * kVec), kThreads, 0, stream>>>(
+        x, y, args.numel, args.features, program);
+  } else if (args.contiguous && aligned && cheap) {
+    contiguous_kernel<Element, kVec, 2, true, 6><<<grid_for(args.numel, kThreads * kVec * 2), kThreads, 0, stream>>>(
         x, y, args.numel, args.features, program);
   } else if (args.contiguous && aligned) {
     constexpr int kUnroll = 16 / kVec;
-    contiguous_kernel<Element, kVec, kUnroll><<<grid_for(args.numel, kThreads * 16), kThreads, 0, stream>>>(
+    contiguous_kernel<Element, kVec, kUnroll, false, 5><<<grid_for(args.numel, kThreads * 16), kThreads, 0, stream>>>(
         x, y, args.numel, args.features, program);
   } else if (args.contiguous) {
-    contiguous_kernel<Element, 1, 8><<<grid_for(args.numel, kThreads * 8), kThreads, 0, stream>>>(
+    contiguous_kernel<Element, 1, 8, false, 6><<<grid_for(args.numel, kThreads * 8), kThreads, 0, stream>>>(
         x, y, args.numel, args.features, program);
   } else {
     strided_kernel<Element><<<grid_for(args.numel, kThreads), kThreads, 0, stream>>>(

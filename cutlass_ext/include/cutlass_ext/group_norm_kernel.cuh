@@ -41,7 +41,47 @@ __device__ __forceinline__ float team_sum(float v, int team, float* scratch) {
   return total;
 }
 
-template <typename T, int kVec>
+// p[0..kVec) as float: 16-byte loads where p is 16-byte aligned (the lanes of a warp read runs of kVec values
+// kVec apart, so one scalar load per value costs a warp several L1 wavefronts: with them this kernel was bound by
+// L1 throughput; docs/perf-notes.md, item 46), else one load per value.
+template <int kVec, class V>
+__device__ __forceinline__ cutlass::Array<float, kVec> load_run(const V* p) {
+  cutlass::Array<float, kVec> out;
+  constexpr int kPerLoad = 16 / sizeof(V);
+  if constexpr (kVec % kPerLoad == 0) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
+      CUTLASS_PRAGMA_UNROLL
+      for (int c = 0; c < kVec / kPerLoad; ++c) {
+        const cutlass::Array<V, kPerLoad> raw = reinterpret_cast<const cutlass::Array<V, kPerLoad>*>(p)[c];
+        CUTLASS_PRAGMA_UNROLL
+        for (int k = 0; k < kPerLoad; ++k) out[c * kPerLoad + k] = float(raw[k]);
+      }
+      return out;
+    }
+  }
+  CUTLASS_PRAGMA_UNROLL
+  for (int e = 0; e < kVec; ++e) out[e] = float(p[e]);
+  return out;
+}
+
+// vec[feature + e] for e < kVec as float, `absent` where vec has no data: the affine of one access. The dtype
+// switch is uniform and outside the loop over the values.
+template <int kVec>
+__device__ __forceinline__ cutlass::Array<float, kVec> load_vector_run(const ChainVector& vec, int64_t feature,
+                                                                      float absent) {
+  if (vec.data == nullptr) {
+    cutlass::Array<float, kVec> out;
+    out.fill(absent);
+    return out;
+  }
+  switch (vec.dtype) {
+    case ChainVectorDtype::kBF16: return load_run<kVec>(static_cast<const cutlass::bfloat16_t*>(vec.data) + feature);
+    case ChainVectorDtype::kF16: return load_run<kVec>(static_cast<const cutlass::half_t*>(vec.data) + feature);
+    default: return load_run<kVec>(static_cast<const float*>(vec.data) + feature);
+  }
+}
+
+template <typename T, int kVec, bool kCheapOnly>
 __global__ void __launch_bounds__(kMaxTeam)
     group_norm_kernel(const T* x, T* y, int64_t total_groups, int group_size, int groups, int team, float eps,
                       const __grid_constant__ ChainVector weight, const __grid_constant__ ChainVector bias,
@@ -94,20 +134,18 @@ __global__ void __launch_bounds__(kMaxTeam)
     // they are never stored.
     auto local_of = [&](int i) { return (member + i / kVec * team) * kVec + i % kVec; };
     auto feature_of = [&](int i) { return int64_t(first_feature + min(local_of(i), group_size - 1)); };
-    auto normalize = [&](float value, int64_t feature) {
-      const float gamma = weight.data == nullptr ? 1.f : load_vector_element(weight, feature);
-      const float beta = bias.data == nullptr ? 0.f : load_vector_element(bias, feature);
-      return (value - mean) * (rstd * gamma) + beta;
-    };
     cutlass::Array<float, kValuesPerThread> v;
     CUTLASS_PRAGMA_UNROLL
     for (int j = 0; j < kAccesses; ++j) {
+      const int64_t feature = first_feature + min(member + j * team, accesses - 1) * kVec;  // of value 0
       const cutlass::Array<float, kVec> f = to_float(in[j]);
+      const cutlass::Array<float, kVec> gamma = load_vector_run<kVec>(weight, feature, 1.f);
+      const cutlass::Array<float, kVec> beta = load_vector_run<kVec>(bias, feature, 0.f);
       CUTLASS_PRAGMA_UNROLL
-      for (int e = 0; e < kVec; ++e) v[j * kVec + e] = normalize(f[e], feature_of(j * kVec + e));
+      for (int e = 0; e < kVec; ++e) v[j * kVec + e] = (f[e] - mean) * (rstd * gamma[e]) + beta[e];
     }
     const cutlass::Array<float, kValuesPerThread> normalized = v;  // the chain's v0 (residual)
-    apply_chain(program, v, feature_of, [&](int i) { return normalized[i]; });
+    apply_chain<kCheapOnly>(program, v, feature_of, [&](int i) { return normalized[i]; });
     CUTLASS_PRAGMA_UNROLL
     for (int j = 0; j < kAccesses; ++j) {
       const int a = member + j * team;
@@ -136,9 +174,11 @@ cudaError_t launch(const GroupNormArgs& args, const ChainProgram& program, cudaS
   const int block = std::max(team, kMinBlock);
   const int64_t total_groups = args.rows * args.groups;
   const int64_t blocks = std::min<int64_t>((total_groups + block / team - 1) / (block / team), 1 << 30);
-  group_norm_kernel<T, kVec><<<int(blocks), block, 0, stream>>>(
-      static_cast<const T*>(args.x), static_cast<T*>(args.y), total_groups, int(group_size), int(args.groups), team,
-      args.eps, args.weight, args.bias, program);
+  // A post-chain of cheap ops only runs an interpreter without the other ops' code: fewer registers, less spill.
+  auto* kernel = chain_is_cheap(program) ? group_norm_kernel<T, kVec, true> : group_norm_kernel<T, kVec, false>;
+  kernel<<<int(blocks), block, 0, stream>>>(static_cast<const T*>(args.x), static_cast<T*>(args.y), total_groups,
+                                            int(group_size), int(args.groups), team, args.eps, args.weight, args.bias,
+                                            program);
   return cudaGetLastError();
 }
 
