@@ -35,7 +35,9 @@ constexpr int kThreads = 256;
 template <int kVec, int kUnroll, typename T>
 __device__ __forceinline__ void load_accesses(const T* p, int64_t first, int64_t num_accesses,
                                               cutlass::Array<float, kVec * kUnroll>& v) {
-  using Access = cutlass::Array<T, kVec>;
+  // AlignedArray, not Array: an Array is aligned as its element, and accesses through it compiled to 2- and
+  // 4-byte loads and stores (docs/perf-notes.md, item 47).
+  using Access = cutlass::AlignedArray<T, kVec>;
   cutlass::NumericArrayConverter<float, T, kVec> to_float;
   Access in[kUnroll];
   CUTLASS_PRAGMA_UNROLL
@@ -58,7 +60,9 @@ __device__ __forceinline__ void load_accesses(const T* p, int64_t first, int64_t
 template <int kVec, int kUnroll, typename T>
 __device__ __forceinline__ void store_accesses(T* p, int64_t first, int64_t num_accesses,
                                                const cutlass::Array<float, kVec * kUnroll>& v) {
-  using Access = cutlass::Array<T, kVec>;
+  // AlignedArray, not Array: an Array is aligned as its element, and accesses through it compiled to 2- and
+  // 4-byte loads and stores (docs/perf-notes.md, item 47).
+  using Access = cutlass::AlignedArray<T, kVec>;
   cutlass::NumericArrayConverter<T, float, kVec> from_float;
   CUTLASS_PRAGMA_UNROLL
   for (int u = 0; u < kUnroll; ++u) {
@@ -66,7 +70,9 @@ __device__ __forceinline__ void store_accesses(T* p, int64_t first, int64_t num_
     cutlass::Array<float, kVec> f;
     CUTLASS_PRAGMA_UNROLL
     for (int j = 0; j < kVec; ++j) f[j] = v[u * kVec + j];
-    if (idx < num_accesses) reinterpret_cast<Access*>(p)[idx] = from_float(f);
+    Access out;
+    static_cast<cutlass::Array<T, kVec>&>(out) = from_float(f);
+    if (idx < num_accesses) reinterpret_cast<Access*>(p)[idx] = out;
   }
 }
 
@@ -180,8 +186,8 @@ cudaError_t launch_elementwise(const ElementwiseArgs& args, const ChainProgram& 
   // - chains of cheap ops only (op_is_cheap), with an interpreter that holds only their code: one 16-byte access
   //   per thread for one op (32 registers, 8 blocks an SM: hardtanh 99% in bf16, 100% in float32), two for longer
   //   chains (40 registers, 6 blocks: mul | add | clamp 98% in bf16), where decoding each op per access costs;
-  // - chains with transcendentals: 16 values per thread, 5 blocks (mul | hardtanh | gelu 92% in float32; bf16
-  //   chains are bound by their math, 72-82%).
+  // - chains with transcendentals: 16 values per thread, 5 blocks (mul | hardtanh | gelu 94% in float32; bf16
+  //   chains are bound by their math, 71-80%).
   // The full interpreter's exp/erf/tanh code alone held bf16 hardtanh to 87%: it sets the register count.
   const bool cheap = chain_is_cheap(program);
   if (args.contiguous && aligned && cheap && program.num_ops <= 1) {

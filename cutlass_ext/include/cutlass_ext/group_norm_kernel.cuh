@@ -52,7 +52,7 @@ __device__ __forceinline__ cutlass::Array<float, kVec> load_run(const V* p) {
     if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
       CUTLASS_PRAGMA_UNROLL
       for (int c = 0; c < kVec / kPerLoad; ++c) {
-        const cutlass::Array<V, kPerLoad> raw = reinterpret_cast<const cutlass::Array<V, kPerLoad>*>(p)[c];
+        const auto raw = reinterpret_cast<const cutlass::AlignedArray<V, kPerLoad>*>(p)[c];
         CUTLASS_PRAGMA_UNROLL
         for (int k = 0; k < kPerLoad; ++k) out[c * kPerLoad + k] = float(raw[k]);
       }
@@ -87,7 +87,9 @@ __global__ void __launch_bounds__(kMaxTeam)
                       const __grid_constant__ ChainVector weight, const __grid_constant__ ChainVector bias,
                       const __grid_constant__ ChainProgram program) {
   constexpr int kAccesses = kValuesPerThread / kVec;
-  using Access = cutlass::Array<T, kVec>;
+  // AlignedArray, not Array: an Array is aligned as its element, and accesses through it compiled to 2- and
+  // 4-byte loads and stores (docs/perf-notes.md, item 47).
+  using Access = cutlass::AlignedArray<T, kVec>;
   cutlass::NumericArrayConverter<float, T, kVec> to_float;
   __shared__ float scratch[kMaxTeam / 32];
 
@@ -153,7 +155,9 @@ __global__ void __launch_bounds__(kMaxTeam)
         cutlass::Array<float, kVec> f;
         CUTLASS_PRAGMA_UNROLL
         for (int e = 0; e < kVec; ++e) f[e] = v[j * kVec + e];
-        reinterpret_cast<Access*>(y + base)[a] = cutlass::NumericArrayConverter<T, float, kVec>{}(f);
+        Access out;
+        static_cast<cutlass::Array<T, kVec>&>(out) = cutlass::NumericArrayConverter<T, float, kVec>{}(f);
+        reinterpret_cast<Access*>(y + base)[a] = out;
       }
     }
   }
