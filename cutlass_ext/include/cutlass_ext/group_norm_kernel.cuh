@@ -41,9 +41,9 @@ __device__ __forceinline__ float team_sum(float v, int team, float* scratch) {
   return total;
 }
 
-// p[0..kVec) as float: 16-byte loads where p is 16-byte aligned (the lanes of a warp read runs of kVec values
-// kVec apart, so one scalar load per value costs a warp several L1 wavefronts: with them this kernel was bound by
-// L1 throughput; docs/perf-notes.md, item 46), else one load per value.
+// p[0..kVec) as float: 16-byte loads where p is 16-byte aligned, else one load per value. The lanes of a warp read
+// runs of kVec values kVec apart, so one load per value costs a warp several L1 wavefronts (docs/perf-notes.md,
+// items 46-47).
 template <int kVec, class V>
 __device__ __forceinline__ cutlass::Array<float, kVec> load_run(const V* p) {
   cutlass::Array<float, kVec> out;
