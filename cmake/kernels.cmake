@@ -22,6 +22,8 @@ foreach(dtype bf16 f16)
   # 128x256 stream-K, bf16 and TF32: its gains and losses changed sign between machines (perf-notes item 32).
   foreach(config 128x256x64_2x1_cooperative 128x128x64_2x1_cooperative 128x128x64_2x1_pingpong
                  64x128x64_1x1_pingpong
+                 # the chain on the whole tile before the store (tile_chain_epilogue_sm90.hpp): short K, many tiles
+                 128x128x64_2x1_pingpong_tilechain
                  # the chain of most tiles run during the next tile's mainloop (deferred_chain_epilogue_sm90.hpp)
                  128x256x64_2x1_cooperative_deferred
                  # the GroupNorm in the epilogue (group_norm_epilogue_sm90.hpp): a 1x2 cluster covers 512 features

@@ -69,9 +69,13 @@ def random_op(rng, features, device):
     return Op(name)
 
 
-def random_chain(rng, features, device, length=None):
+def random_chain(rng, features, device, length=None, reads=True):
+    """reads=False: no op that reads a per-feature vector or the chain's input (add_vec, mul_vec, residual), the
+    chains that the GEMMs' tile interpreter runs (tile_chain_epilogue_sm90.hpp)."""
     while True:
         ops = [random_op(rng, features, device) for _ in range(length or rng.randint(1, 8))]
+        if not reads and any(op.name in ("add_vec", "mul_vec", "residual") for op in ops):
+            continue
         if sum(op.vector is not None for op in ops) <= cutlass_ext.MAX_VECTORS:
             return Epilogue(ops)
 

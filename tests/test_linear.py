@@ -218,12 +218,15 @@ def run_fused(x, w, b, epi, config=None, precision=None):
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_every_op(name, dtype):
+    """Each op alone, on the heuristic's pick and on every compiled configuration (their epilogues differ: the chain
+    per subtile, on the whole tile, deferred, after a split-K reduction)."""
     from test_epilogue import TORCH_FORMS
 
     text = TORCH_FORMS[name][0]
-    x, w, b = make(96, 64, 256, dtype)
-    epi = Epilogue(text, v=torch.randn(64, device="cuda")) if "(v)" in text else Epilogue(text)
-    check_against_float64(run_fused(x, w, b, epi), x, w, b, epi)
+    x, w, b = make(200, 136, 256, dtype)
+    epi = Epilogue(text, v=torch.randn(136, device="cuda")) if "(v)" in text else Epilogue(text)
+    for config in [None, *torch.ops.cutlass_ext.fused_linear_configs(dtype)]:
+        check_against_float64(run_fused(x, w, b, epi, config), x, w, b, epi)
 
 
 @pytest.mark.gpu
@@ -258,11 +261,14 @@ def test_shapes(m, n, k, bias, dtype):
 def test_every_compiled_configuration(dtype):
     configs = torch.ops.cutlass_ext.fused_linear_configs(dtype)
     assert len(configs) >= 4, configs
-    epi = Epilogue("add_vec(v) | silu | residual(0.5)", v=torch.randn(392, device="cuda"))
+    rng = random.Random(torch.initial_seed())
+    reading = Epilogue("add_vec(v) | silu | residual(0.5)", v=torch.randn(392, device="cuda"))
     for m, k in [(1, 64), (200, 136), (513, 1024)]:
         x, w, b = make(m, 392, k, dtype)
-        for config in configs:
-            check_against_float64(run_fused(x, w, b, epi, config), x, w, b, epi)
+        # A chain that reads a vector and its input, and one that reads neither (the tile interpreter's chains).
+        for epi in (reading, random_chain(rng, 392, "cuda", reads=False)):
+            for config in configs:
+                check_against_float64(run_fused(x, w, b, epi, config), x, w, b, epi)
 
 
 @pytest.mark.gpu
@@ -344,6 +350,37 @@ def test_chain_deferred_to_the_next_mainloop(m, n, k, dtype):
     check_against_float64(run_fused(x, w, b, epi, config), x, w, b, epi)
     epi = Epilogue("silu | div(2) | clamp(-1, 1) | tanh | clamp(-1, 1)")  # a reference chain, the heuristic's pick
     check_against_float64(run_fused(x, w, b, epi), x, w, b, epi)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("m,n,k", [
+    (4100, 4104, 1024),  # many tiles per warpgroup, partial tiles in M and N
+    (300, 136, 64),      # one k-block, a partial tile narrower than the 64-column subtile
+], ids=str)
+def test_chain_on_the_whole_tile(m, n, k, dtype):
+    """The ping-pong kernel that adds the bias and runs the chain on the whole tile before the store
+    (tile_chain_epilogue_sm90.hpp): cheap ops inline, costly ones through calls on 16 values, and chains that read a
+    per-feature vector or their input through the chunked interpreter."""
+    config = f"{'bf16' if dtype == torch.bfloat16 else 'f16'}_128x128x64_2x1_pingpong_tilechain"
+    assert config in torch.ops.cutlass_ext.fused_linear_configs(dtype)
+    chains = ["mul(0.5) | hardtanh(-2, 2) | gelu", "silu | div(2) | clamp(-1, 1) | tanh | clamp(-1, 1)",
+              "leaky_relu(0.1) | abs | neg | add(1) | hardswish | mish | softplus(2, 5) | elu(0.5) | sigmoid",
+              "add_vec(v) | gelu_tanh | residual(0.5) | relu6 | hardsigmoid"]
+    for i, text in enumerate(chains):
+        x, w, b = make(m, n, k, dtype, bias=i % 2 == 0)
+        epi = Epilogue(text, v=torch.randn(n, device="cuda")) if "(v)" in text else Epilogue(text)
+        check_against_float64(run_fused(x, w, b, epi, config), x, w, b, epi)
+
+
+@pytest.mark.gpu
+def test_short_k_many_tiles_take_ping_pong():
+    """The heuristic's short-K bucket: with a chain, the whole-tile chain; without one, plain ping-pong."""
+    x = torch.empty(16384, 1024, device="cuda", dtype=torch.bfloat16)
+    w = torch.empty(8192, 1024, device="cuda", dtype=torch.bfloat16)
+    assert "bf16_128x128x64_2x1_pingpong_tilechain" in str(cutlass_ext.linear_path(x, w, None, "gelu"))
+    plain = str(cutlass_ext.linear_path(x, w, None, ""))
+    assert "bf16_128x128x64_2x1_pingpong" in plain and "tilechain" not in plain, plain
 
 
 @pytest.mark.gpu

@@ -79,7 +79,8 @@ std::vector<const FusedLinearKernel*> fused_linear_kernels(DType dtype, FusedEpi
 // preference falls through to the first compiled configuration when it is not in the build.
 const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue epilogue, int m, int n, int k,
                                                     const ChainProgram& program, int sm_count) {
-  // Measured: the chain moved the best configuration only between near-ties, except in the last bucket below.
+  // Measured: the chain moved the best configuration only between near-ties, except in the short-K many-tiles bucket
+  // and the last one below.
   const bool has_chain = program.num_ops > 0;
   if (epilogue == FusedEpilogue::kGroupNorm) {  // one configuration: 128x256, 1x2 cluster
     return find_if(dtype, epilogue, [](const FusedLinearKernel&) { return true; });
@@ -109,6 +110,14 @@ const FusedLinearKernel* choose_fused_linear_kernel(DType dtype, FusedEpilogue e
   } else if (m <= 128 || tiles_128 <= 32) {
     // M in (0, 128], or at most 32 tiles of 128x128: 64-row tiles give twice the CTAs and waste less of each MMA.
     pick = prefer(64, 128, "pingpong");
+  } else if (k <= 2048 && tiles_128 >= (has_chain ? 8 : 3) * int64_t(sm_count)) {
+    // Short K and many tiles (8 waves of 128x128 tiles with a chain, 3 without): ping-pong, one warpgroup's epilogue
+    // beside the other's mainloop; with a chain, the epilogue that runs it on the whole tile (perf-notes item 48,
+    // time / F.linear, gelu chain, this pick first): 16384x8192x1024 1.33 against 1.40 for the 128x256 cooperative
+    // (H200), 1.25 against plain ping-pong's 1.51 (H100); 8192x4096x1024 (15.5 waves) 1.40 against 1.42; with 4 waves
+    // the cooperative wins (2048x4096x1024: 1.42 against 1.40). Empty chain, plain ping-pong against the cooperative:
+    // 16384x8192x1024 0.93 against 1.09, 2048x4096x1024 1.00 against 1.04; 512x8192x1024 (2 waves) 1.13 against 1.06.
+    pick = prefer(128, 128, has_chain ? "pingpong_tilechain" : "pingpong");
   } else if (k <= 2048 && tiles_256 >= sm_count / 2) {
     // Short K, at least half a wave of 128x256 tiles: the chain costs as much as the mainloop whatever the
     // schedule; the 128x256 cooperative tile puts the most threads on it (4096x1024x1024: 25.2 us against 29.0

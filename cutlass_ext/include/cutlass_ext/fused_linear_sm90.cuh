@@ -28,6 +28,7 @@
 #include "cutlass_ext/fused_linear.h"
 #include "cutlass_ext/group_norm_epilogue_sm90.hpp"
 #include "cutlass_ext/split_k_reduce.cuh"
+#include "cutlass_ext/tile_chain_epilogue_sm90.hpp"
 
 namespace cutlass_ext::sm90 {
 
@@ -37,8 +38,10 @@ struct Cooperative {
   using Epilogue = cutlass::epilogue::TmaWarpSpecializedCooperative;
   using TileScheduler = void;  // persistent, data-parallel over output tiles
   static constexpr bool kWideEpilogueTile = true;  // see FusedLinear::EpilogueTile
+  static constexpr int kEpilogueTileM = 128;       // the wide subtile's rows: both warpgroups
   static constexpr const char* kName = "cooperative";
   static constexpr bool kDefersChain = false;
+  static constexpr bool kTileChain = false;  // see PingpongTileChain
 };
 // The same, the chain of some tiles deferred: the consumers store acc + bias and start the next tile while three
 // producer warps run the chain on the stored tile (deferred_chain_epilogue_sm90.hpp). The chain's input is rounded
@@ -54,8 +57,19 @@ struct Pingpong {
   using TileScheduler = void;
   // One warpgroup holds a whole tile: with 32 values a chain call, the 128x128 tile's consumers spill.
   static constexpr bool kWideEpilogueTile = false;
+  static constexpr int kEpilogueTileM = 64;  // one warpgroup's subtile: CUTLASS takes no more
   static constexpr const char* kName = "pingpong";
   static constexpr bool kDefersChain = false;
+  static constexpr bool kTileChain = false;
+};
+// Ping-pong, the bias and the chain run on the whole tile before CUTLASS's store (tile_chain_epilogue_sm90.hpp), each
+// op decoded once per tile. For short K and many tiles, where one warpgroup's chain is as long as the other's
+// mainloop: ping-pong's own per-subtile chain took 1.48-1.55x F.linear's time there, this one 1.25-1.40x
+// (docs/perf-notes.md, item 48).
+struct PingpongTileChain : Pingpong {
+  static constexpr bool kWideEpilogueTile = true;  // no chain call in the subtile loop: 64x64 subtiles do not spill
+  static constexpr const char* kName = "pingpong_tilechain";
+  static constexpr bool kTileChain = true;
 };
 
 // The builder's mainloop with promoted accumulation: each k-block's wgmmas accumulate from zero into temporary
@@ -87,9 +101,11 @@ struct FusedLinear {
   using ElementD = std::conditional_t<kPartial, float, Element>;
   static constexpr bool kDefersChain = Schedule::kDefersChain;
   static_assert(!kDefersChain || kEpilogue == FusedEpilogue::kChain, "only chain(acc + bias) is deferred");
-  // kPartial: ChainNode with an empty program, which casts the accumulator.
+  static constexpr bool kTileChain = Schedule::kTileChain;
+  static_assert(!kTileChain || kEpilogue == FusedEpilogue::kChain, "only chain(acc + bias) runs on the tile");
+  // kPartial and kTileChain: ChainNode with an empty program, which casts the accumulator.
   using Fusion = std::conditional_t<kAddsSource, LinearSourceChainFusion<Element, TileShape>,
-                                    std::conditional_t<kGroupNorm || kPartial, ChainFusion<ElementD>,
+                                    std::conditional_t<kGroupNorm || kPartial || kTileChain, ChainFusion<ElementD>,
                                                        LinearChainFusion<Element, TileShape, kDefersChain>>>;
 
   // The epilogue subtile. Cooperative kernels with 16-bit outputs take 128x64, twice CUTLASS's default: each
@@ -98,7 +114,7 @@ struct FusedLinear {
   // (docs/perf-notes.md, item 27). Float32 outputs and the GroupNorm kernel keep CUTLASS's: their larger staging
   // buffer would take a mainloop stage (see the static_assert below).
   static constexpr bool kWideEpilogueTile = Schedule::kWideEpilogueTile && sizeof(ElementD) == 2 && !kGroupNorm;
-  using EpilogueTile = std::conditional_t<kWideEpilogueTile, cute::Shape<cute::_128, cute::_64>,
+  using EpilogueTile = std::conditional_t<kWideEpilogueTile, cute::Shape<cute::Int<Schedule::kEpilogueTileM>, cute::_64>,
                                           cutlass::epilogue::collective::EpilogueTileAuto>;
   using BuiltEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape, EpilogueTile,
@@ -108,7 +124,8 @@ struct FusedLinear {
       typename Schedule::Epilogue, Fusion>::CollectiveOp;
   using CollectiveEpilogue = std::conditional_t<
       kGroupNorm, GroupNormEpilogue<BuiltEpilogue, Element>,
-      std::conditional_t<kDefersChain, DeferredChainEpilogue<BuiltEpilogue, Element>, BuiltEpilogue>>;
+      std::conditional_t<kDefersChain, DeferredChainEpilogue<BuiltEpilogue, Element>,
+                         std::conditional_t<kTileChain, TileChainEpilogue<BuiltEpilogue, Element>, BuiltEpilogue>>>;
 
   using BuiltMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,
@@ -164,7 +181,14 @@ struct FusedLinear {
       args.epilogue.base.dD = stride_d;
       args.epilogue.base.ptr_C = nullptr;
       args.epilogue.base.dC = stride_d;
-      args.epilogue.norm = {a.bias, program, a.norm->group_size, a.norm->eps, a.norm->weight, a.norm->bias};
+      args.epilogue.extra = {a.bias, program, a.norm->group_size, a.norm->eps, a.norm->weight, a.norm->bias};
+    } else if constexpr (kTileChain) {  // the fusion only casts; the wrapper adds the bias and runs the chain
+      args.epilogue.base.thread = {{}, ChainProgram{}};
+      args.epilogue.base.ptr_D = static_cast<Element*>(a.out);
+      args.epilogue.base.dD = stride_d;
+      args.epilogue.base.ptr_C = nullptr;
+      args.epilogue.base.dC = stride_d;
+      args.epilogue.extra = {a.bias, program};
     } else if constexpr (kAddsSource) {
       args.epilogue.thread = {{{{}, {}, {}}, bias, {}}, program};
       args.epilogue.ptr_D = static_cast<Element*>(a.out);

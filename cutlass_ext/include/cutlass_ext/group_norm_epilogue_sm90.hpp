@@ -27,6 +27,7 @@
 #include <cutlass/numeric_conversion.h>
 
 #include "cutlass_ext/chain_interpreter.cuh"
+#include "cutlass_ext/wrapped_epilogue_sm90.hpp"
 
 namespace cutlass_ext::sm90 {
 
@@ -41,7 +42,7 @@ struct GroupNormEpilogueParams {
 };
 
 template <class Base, class Element>
-struct GroupNormEpilogue : Base {
+struct GroupNormEpilogue : WrappedEpilogue<Base, GroupNormEpilogueParams> {
   static constexpr int kTileM = cute::size<0>(typename Base::CtaTileMNK{});
   static constexpr int kTileN = cute::size<1>(typename Base::CtaTileMNK{});
   static constexpr int kQuads = kTileM / 2;  // 4 consumer threads per quad, 2 rows each (wgmma layout)
@@ -63,40 +64,14 @@ struct GroupNormEpilogue : Base {
     TensorStorage tensors;
     typename Base::PipelineStorage pipeline;
   };
-  struct Arguments {
-    typename Base::Arguments base;
-    GroupNormEpilogueParams norm;
-  };
-  struct Params : Base::Params {  // a Base::Params: the kernel reads some of its fields directly
-    GroupNormEpilogueParams norm;
-  };
-
-  template <class ProblemShape>
-  static Params to_underlying_arguments(ProblemShape const& shape, Arguments const& args, void* workspace) {
-    Params params;
-    static_cast<typename Base::Params&>(params) = Base::to_underlying_arguments(shape, args.base, workspace);
-    params.norm = args.norm;
-    return params;
-  }
-  template <class ProblemShape>
-  static size_t get_workspace_size(ProblemShape const& shape, Arguments const& args) {
-    return Base::get_workspace_size(shape, args.base);
-  }
-  template <class ProblemShape>
-  static cutlass::Status initialize_workspace(ProblemShape const& shape, Arguments const& args, void* workspace,
-                                              cudaStream_t stream, cutlass::CudaHostAdapter* adapter = nullptr) {
-    return Base::initialize_workspace(shape, args.base, workspace, stream, adapter);
-  }
-  template <class ProblemShape>
-  static bool can_implement(ProblemShape const& shape, Arguments const& args) {
-    return Base::can_implement(shape, args.base);
-  }
+  using Params = typename WrappedEpilogue<Base, GroupNormEpilogueParams>::Params;
 
   // The kernel constructs one epilogue object in every thread before its cluster barrier, and more later in the
   // epilogue warps; thread 0 (a producer thread, which constructs only the first) zeroes the flags, and the fence
   // makes that visible to the peer before the barrier lets it write.
   CUTLASS_DEVICE GroupNormEpilogue(Params const& params, TensorStorage& shared)
-      : Base(params, shared.base), norm(params.norm), exchange(shared.exchange) {
+      : WrappedEpilogue<Base, GroupNormEpilogueParams>(params, shared.base), norm(params.extra),
+        exchange(shared.exchange) {
     if (threadIdx.x == 0) {
       for (int i = 0; i < 2 * kQuads; ++i) exchange.flag[i / kQuads][i % kQuads] = 0;
       asm volatile("fence.acq_rel.cluster;" ::: "memory");
@@ -198,20 +173,13 @@ struct GroupNormEpilogue : Base {
       }
     }
     if (norm.pre.num_ops > 0) {  // uniform; out of line, 16 values a call, as in ChainNode
-      constexpr int kChunk = 16;
+      constexpr int kValues = size(AccLayout{});
+      cutlass::Array<float, kValues> v;
       CUTLASS_PRAGMA_UNROLL
-      for (int i0 = 0; i0 < size(accumulators); i0 += kChunk) {
-        cutlass::Array<float, kChunk> v;
-        cutlass::Array<int, kChunk> features{};
-        CUTLASS_PRAGMA_UNROLL
-        for (int i = 0; i < kChunk; ++i) {
-          v[i] = accumulators(i0 + i);
-          if (norm.pre.reads & kReadsFeatures) features[i] = feature(i0 + i);  // uniform
-        }
-        v = apply_chain_outlined(norm.pre, v, features);
-        CUTLASS_PRAGMA_UNROLL
-        for (int i = 0; i < kChunk; ++i) accumulators(i0 + i) = v[i];
-      }
+      for (int i = 0; i < kValues; ++i) v[i] = accumulators(i);
+      apply_chain_by_chunks<16>(norm.pre, v, feature);
+      CUTLASS_PRAGMA_UNROLL
+      for (int i = 0; i < kValues; ++i) accumulators(i) = v[i];
     }
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < size(accumulators); ++i) accumulators(i) = float(Element(accumulators(i)));
