@@ -3,6 +3,7 @@
 // and the wrapper's own (Extra), and the static members the kernel and the adapter call forward to Base.
 #pragma once
 
+#include <cutlass/cuda_host_adapter.hpp>
 #include <cutlass/cutlass.h>
 
 namespace cutlass_ext::sm90 {
