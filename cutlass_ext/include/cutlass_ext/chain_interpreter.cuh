@@ -144,7 +144,7 @@ __device__ __noinline__ cutlass::Array<float, N> apply_costly_op_outlined(ChainO
 // indirect branch, and paid the call's moves for every op (docs/perf-notes.md, items 27 and 45).
 // Only chains that read neither a per-feature vector nor their input (program.reads == 0): 128 feature indices or a
 // copy of the tile would not fit in registers beside it; the others trap. Callers run them with
-// apply_chain_outlined over chunks.
+// apply_chain_by_chunks (below).
 template <int kChunk, int N>
 __device__ __forceinline__ void apply_chain_to_tile(const ChainProgram& program, cutlass::Array<float, N>& v) {
   static_assert(N % kChunk == 0, "whole chunks");
