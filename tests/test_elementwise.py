@@ -174,6 +174,38 @@ def test_every_op(name, dtype):
     assert_matches_reference(run_native(x, epi, out=poisoned(x)), x, epi)
 
 
+def every_value_between(lo, hi, dtype):
+    """Every finite value of a 16-bit dtype in [lo, hi] with |v| >= 2^-20, from its bit patterns."""
+    v = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(dtype)
+    f = v.float()
+    return v[torch.isfinite(f) & (f >= lo) & (f <= hi) & (f.abs() >= 2.0 ** -20)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "mish", "softplus", "elu"])
+def test_transcendentals_within_one_ulp_of_16_bit_outputs(name, dtype):
+    """Each op over every 16-bit input in [-20, 20], element by element: within one ulp of the output dtype from
+    float64, or within torch's own error at that element where it is larger (GELU under -3, where torch's float32
+    1 + erf cancels). Holds the bfloat16 forms (MUFU tanh, e^x by ex2, the degree-5 GELU: epilogue_ops.cuh,
+    Precision) to what they promise, and the float16 outputs, which keep the float32 forms."""
+    x = every_value_between(-20.0, 20.0, dtype).cuda()
+    epi = Epilogue(name)
+    got = run_native(x, epi, out=poisoned(x)).double()
+    ref = chain64(x.double(), epi)
+    if name == "gelu_tanh":  # v/2 (1 + tanh(u)) cancels in float64 too (to 0 under v ~ -7); the same value, uncancelled
+        v = x.double()
+        ref = v * torch.sigmoid(2 * math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3))
+    theirs = (epi.reference(x).double() - ref).abs()  # torch's op in float32, rounded to dtype
+    finfo = torch.finfo(dtype)
+    exponent = torch.floor(torch.log2(ref.abs())).clamp(min=math.log2(finfo.smallest_normal))
+    ulp = finfo.eps * 2.0 ** exponent
+    err = (got - ref).abs()
+    bad = ~(err <= torch.maximum(ulp, theirs))
+    assert not bad.any(), (f"{int(bad.sum())} of {x.numel()} values off by more than 1 ulp, e.g. {name}("
+                           f"{x[bad][0].item():.6g}) = {got[bad][0].item():.6g}, float64 {ref[bad][0].item():.6g}")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_random_chains(dtype):

@@ -91,7 +91,7 @@ struct ChainNode {
           features[i] = col < n ? col : n - 1;
         }
       }
-      v = apply_chain_outlined(params, v, features);
+      v = apply_chain_outlined<precision_for<ElementOutput>>(params, v, features);
       return cutlass::NumericArrayConverter<ElementOutput, float, FragmentSize>{}(v);
     }
   };

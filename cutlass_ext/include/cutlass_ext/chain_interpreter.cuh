@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 
 #include <cutlass/array.h>
+#include <cutlass/numeric_types.h>
 
 #include <type_traits>
 
@@ -31,6 +32,13 @@ __device__ __forceinline__ float load_vector_element(const ChainVector& vec, Ind
   }
 }
 
+// The op forms for a chain whose result is rounded to Element (epilogue_ops.cuh, Precision): the bfloat16 ones only
+// where nothing but that rounding follows.
+template <class Element>
+constexpr ops::Precision precision_for =
+    std::is_same_v<Element, cutlass::bfloat16_t> || std::is_same_v<Element, __nv_bfloat16> ? ops::Precision::kBFloat16
+                                                                                            : ops::Precision::kFloat32;
+
 // Which ops an interpreter compiles. A kernel's register count is set by the costliest op its switch holds, whether
 // it runs or not (docs/perf-notes.md, item 46), and a GEMM epilogue's code size by every op it unrolls.
 enum class OpSet {
@@ -49,8 +57,9 @@ struct Unavailable {
 // per-feature vector ops. v0_of(i): the chain's input for element i, called only by kResidual; a caller that
 // still holds its input (the elementwise kernel's loaded values) rereads it there instead of keeping a copy of
 // the fragment in registers for the whole chain. An op outside kOps is not compiled: callers dispatch on
-// op_is_cheap first, and trap on an op they do not hold (a dispatch bug, never a skipped op).
-template <OpSet kOps, int N, class FeatureOf, class InputOf>
+// op_is_cheap first, and trap on an op they do not hold (a dispatch bug, never a skipped op). P: the ops' forms
+// (precision_for the output element).
+template <ops::Precision P, OpSet kOps, int N, class FeatureOf, class InputOf>
 __device__ __forceinline__ void apply_op(const ChainOp& op, const ChainVector* vectors, cutlass::Array<float, N>& v,
                                          FeatureOf feature_of, InputOf v0_of) {
   constexpr bool kCheap = kOps != OpSet::kCostly, kCostly = kOps != OpSet::kCheap;
@@ -74,12 +83,12 @@ __device__ __forceinline__ void apply_op(const ChainOp& op, const ChainVector* v
       each_cheap([a, b](float x, int) { return ops::clamp(x, a, b); });
       break;
     case ChainOpCode::kLeakyRelu: each_cheap([a](float x, int) { return ops::leaky_relu(x, a); }); break;
-    case ChainOpCode::kGelu: each_costly([](float x, int) { return ops::gelu(x); }); break;
+    case ChainOpCode::kGelu: each_costly([](float x, int) { return ops::gelu<P>(x); }); break;
     case ChainOpCode::kGeluTanh: each_costly([](float x, int) { return ops::gelu_tanh(x); }); break;
-    case ChainOpCode::kSilu: each_costly([](float x, int) { return ops::silu(x); }); break;
-    case ChainOpCode::kSigmoid: each_costly([](float x, int) { return ops::sigmoid(x); }); break;
-    case ChainOpCode::kTanh: each_costly([](float x, int) { return ops::tanh(x); }); break;
-    case ChainOpCode::kMish: each_costly([](float x, int) { return ops::mish(x); }); break;
+    case ChainOpCode::kSilu: each_costly([](float x, int) { return ops::silu<P>(x); }); break;
+    case ChainOpCode::kSigmoid: each_costly([](float x, int) { return ops::sigmoid<P>(x); }); break;
+    case ChainOpCode::kTanh: each_costly([](float x, int) { return ops::tanh<P>(x); }); break;
+    case ChainOpCode::kMish: each_costly([](float x, int) { return ops::mish<P>(x); }); break;
     case ChainOpCode::kSoftplus: each_costly([a, b](float x, int) { return ops::softplus(x, a, b); }); break;
     case ChainOpCode::kElu: each_costly([a](float x, int) { return ops::elu(x, a); }); break;
     case ChainOpCode::kHardswish: each_cheap([](float x, int) { return ops::hardswish(x); }); break;
@@ -116,7 +125,7 @@ __device__ __forceinline__ void apply_op(const ChainOp& op, const ChainVector* v
 // decoded once per fragment, not once per element). Arguments as apply_op's.
 // kCheapOnly: compile only the ops for which op_is_cheap holds, for callers that dispatch on chain_is_cheap (the
 // memory-bound kernels: item 46).
-template <bool kCheapOnly = false, int N, class FeatureOf, class InputOf>
+template <ops::Precision P, bool kCheapOnly = false, int N, class FeatureOf, class InputOf>
 __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass::Array<float, N>& v,
                                             FeatureOf feature_of, InputOf v0_of) {
   for (int k = 0; k < program.num_ops; ++k) {
@@ -124,16 +133,16 @@ __device__ __forceinline__ void apply_chain(const ChainProgram& program, cutlass
     if constexpr (kCheapOnly) {
       if (!op_is_cheap(op.code)) __trap();  // uniform
     }
-    apply_op<kCheapOnly ? OpSet::kCheap : OpSet::kAll>(op, program.vectors, v, feature_of, v0_of);
+    apply_op<P, kCheapOnly ? OpSet::kCheap : OpSet::kAll>(op, program.vectors, v, feature_of, v0_of);
   }
 }
 
 // A costly op over N values, out of line: apply_chain_to_tile's transcendentals, one copy per kernel. The op comes
 // as scalars: a ChainOp by value (16-byte aligned) made ptxas pass the values through local memory.
-template <int N>
+template <ops::Precision P, int N>
 __device__ __noinline__ cutlass::Array<float, N> apply_costly_op_outlined(ChainOpCode code, float a, float b,
                                                                          cutlass::Array<float, N> v) {
-  apply_op<OpSet::kCostly>(ChainOp{code, 0, a, b}, nullptr, v, Unavailable{}, Unavailable{});
+  apply_op<P, OpSet::kCostly>(ChainOp{code, 0, a, b}, nullptr, v, Unavailable{}, Unavailable{});
   return v;
 }
 
@@ -145,13 +154,13 @@ __device__ __noinline__ cutlass::Array<float, N> apply_costly_op_outlined(ChainO
 // Only chains that read neither a per-feature vector nor their input (program.reads == 0): 128 feature indices or a
 // copy of the tile would not fit in registers beside it; the others trap. Callers run them with
 // apply_chain_by_chunks (below).
-template <int kChunk, int N>
+template <ops::Precision P, int kChunk, int N>
 __device__ __forceinline__ void apply_chain_to_tile(const ChainProgram& program, cutlass::Array<float, N>& v) {
   static_assert(N % kChunk == 0, "whole chunks");
   for (int k = 0; k < program.num_ops; ++k) {
     const ChainOp op = program.ops[k];
     if (op_is_cheap(op.code)) {  // uniform
-      apply_op<OpSet::kCheap>(op, program.vectors, v, Unavailable{}, Unavailable{});
+      apply_op<P, OpSet::kCheap>(op, program.vectors, v, Unavailable{}, Unavailable{});
       continue;
     }
     CUTLASS_PRAGMA_UNROLL
@@ -159,7 +168,7 @@ __device__ __forceinline__ void apply_chain_to_tile(const ChainProgram& program,
       cutlass::Array<float, kChunk> chunk;
       CUTLASS_PRAGMA_UNROLL
       for (int i = 0; i < kChunk; ++i) chunk[i] = v[c + i];
-      chunk = apply_costly_op_outlined(op.code, op.a, op.b, chunk);
+      chunk = apply_costly_op_outlined<P>(op.code, op.a, op.b, chunk);
       CUTLASS_PRAGMA_UNROLL
       for (int i = 0; i < kChunk; ++i) v[c + i] = chunk[i];
     }
@@ -173,13 +182,13 @@ __device__ __forceinline__ void apply_chain_to_tile(const ChainProgram& program,
 // features (columns) in registers, keeps the code small.
 // features: read only when program.reads has kReadsFeatures; callers fill them only then. v0 for kResidual is the
 // fragment as passed in, copied only when program.reads has kReadsInput (no chain without a residual keeps it).
-template <int N>
+template <ops::Precision P, int N>
 __device__ __noinline__ cutlass::Array<float, N> apply_chain_outlined(const ChainProgram& program,
                                                                      cutlass::Array<float, N> v,
                                                                      cutlass::Array<int, N> features) {
   cutlass::Array<float, N> v0;
   if (program.reads & kReadsInput) v0 = v;  // uniform
-  apply_chain(program, v, [&](int i) { return unsigned(features[i]); }, [&](int i) { return v0[i]; });
+  apply_chain<P>(program, v, [&](int i) { return unsigned(features[i]); }, [&](int i) { return v0[i]; });
   return v;
 }
 
@@ -187,7 +196,7 @@ __device__ __noinline__ cutlass::Array<float, N> apply_chain_outlined(const Chai
 // too large for a copy of its input or its feature indices beside it (the whole-tile epilogue's chains that read a
 // vector or their input, the GroupNorm epilogue's pre-chain). feature_of(i): value i's output feature, called only
 // for chains that read a vector.
-template <int kChunk, int N, class FeatureOf>
+template <ops::Precision P, int kChunk, int N, class FeatureOf>
 __device__ __forceinline__ void apply_chain_by_chunks(const ChainProgram& program, cutlass::Array<float, N>& v,
                                                       FeatureOf feature_of) {
   static_assert(N % kChunk == 0, "whole chunks");
@@ -200,7 +209,7 @@ __device__ __forceinline__ void apply_chain_by_chunks(const ChainProgram& progra
       chunk[i] = v[i0 + i];
       if (program.reads & kReadsFeatures) features[i] = int(feature_of(i0 + i));  // uniform
     }
-    chunk = apply_chain_outlined(program, chunk, features);
+    chunk = apply_chain_outlined<P>(program, chunk, features);
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < kChunk; ++i) v[i0 + i] = chunk[i];
   }

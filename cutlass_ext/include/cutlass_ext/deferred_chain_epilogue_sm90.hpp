@@ -310,8 +310,9 @@ struct DeferredChainEpilogue {
     cutlass::Array<float, kValues> v;
     CUTLASS_PRAGMA_UNROLL
     for (int j = 0; j < kValues; ++j) v[j] = float(in[j / kValuesPerLane][j % kValuesPerLane]);
-    apply_chain(params.chain.chain, v, [&](int j) { return unsigned(feature + j % kValuesPerLane); },
-                [&](int j) { return float(in[j / kValuesPerLane][j % kValuesPerLane]); });
+    apply_chain<precision_for<Element>>(
+        params.chain.chain, v, [&](int j) { return unsigned(feature + j % kValuesPerLane); },
+        [&](int j) { return float(in[j / kValuesPerLane][j % kValuesPerLane]); });
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < kRowsPerChunk; ++i) {
       if (row0 + i >= tile.m) break;

@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     auto element = [&](int i) { return element_of<kVec>(first, i); };
     // The residual op rereads its input (cached, and not yet overwritten when in place) rather than keeping the
     // loaded values alive in registers through the whole chain.
-    apply_chain<kCheapOnly>(program, v, [&](int i) { return element(i) % features; },
+    apply_chain<precision_for<T>, kCheapOnly>(program, v, [&](int i) { return element(i) % features; },
                             [&](int i) { return float(x[element(i)]); });
     store_accesses<kVec, kUnroll>(y, first, num_accesses, v);
   }
@@ -105,7 +105,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     cutlass::Array<float, 1> v;
     const T in = x[tail];
     v[0] = float(in);
-    apply_chain<kCheapOnly>(program, v, [&](int) { return tail % features; }, [&](int) { return float(in); });
+    apply_chain<precision_for<T>, kCheapOnly>(program, v, [&](int) { return tail % features; },
+                                              [&](int) { return float(in); });
     y[tail] = T(v[0]);
   }
 }
@@ -129,7 +130,7 @@ __global__ void __launch_bounds__(kThreads)
     cutlass::Array<float, 1> v;
     const T in = x[x_offset];
     v[0] = float(in);
-    apply_chain(program, v, [&](int) { return feature; }, [&](int) { return float(in); });
+    apply_chain<precision_for<T>>(program, v, [&](int) { return feature; }, [&](int) { return float(in); });
     y[y_offset] = T(v[0]);
   }
 }

@@ -8,6 +8,13 @@
 
 namespace cutlass_ext::ops {
 
+// How exactly an op's math is done. kFloat32: to about torch's float32 result (float32 outputs, and float16 ones,
+// whose rounding step of 2^-11 leaves no room). kBFloat16: only well under a bfloat16 output's rounding step of
+// 2^-8 to 2^-7 (relative): hardware approximations in place of the libm sequences, which cuts the costliest ops'
+// instructions by a third to a half. The GEMM epilogues run the chain in time no MMA runs (docs/perf-notes.md,
+// items 49 and 50). Each kBFloat16 form below states its error; none is above 2^-11, an eighth of the step.
+enum class Precision { kFloat32, kBFloat16 };
+
 // std::max / std::min as torch's kernels use them: comparison-based, so a NaN first argument propagates
 // (fmaxf/fminf would drop it).
 __device__ __forceinline__ float max_keep_nan(float x, float y) { return x < y ? y : x; }
@@ -53,30 +60,45 @@ __device__ __forceinline__ float exp2_approx(float a) {
 // The standard normal CDF Phi(v) = (1 + erf(v / sqrt 2)) / 2, for torch's exact GELU (v Phi(v)) and its
 // derivative (epilogue_derivatives.cuh), computed as
 //   q = Phi(-|v|) = 2^(R(min(|v|, 5.6)) - v^2 / (2 ln 2)),   Phi(v) = 1/2 + sign(v) (1/2 - q),
-// R(t) = log2(erfcx(t / sqrt 2) / 2) a degree-8 polynomial (tools/fit_gelu.py: weighted least squares on
-// [0, 5.6], weight q, so that q's absolute error is 7.5e-9 in exact arithmetic). Why not erff: ~16 instructions
-// instead of ~28 (erff merges two polynomials with selects); GELU is the costliest op of most chains, and a fused
-// epilogue's chain is time in which no MMA runs (docs/perf-notes.md, item 24). Its absolute error is that of
-// torch's 1 + erf, ~3e-8: both round a value near 1/2 (or 1) before the difference that makes the tail. Specials:
-// Phi(inf) = 1, Phi(-inf) = 0, NaN stays NaN (min drops a NaN, v * v keeps it); v * v = inf makes q = 0, and under
-// -5.5 the result is 0 (q rounds away against 1/2), as torch's 1 + erf rounds to 0.
+// R(t) = log2(erfcx(t / sqrt 2) / 2) a polynomial fitted by tools/fit_gelu.py on [0, 5.6] (weighted least squares):
+// - kFloat32: degree 8, weight q, so that q's absolute error is 7.5e-9 in exact arithmetic. Its absolute error is
+//   that of torch's 1 + erf, ~3e-8: both round a value near 1/2 (or 1) before the difference that makes the tail.
+// - kBFloat16: degree 5, weight sqrt(q) (three fused multiply-adds fewer). Emulated over v in [-3, 8] and rounded to
+//   bfloat16: at most 0.519 ulp from float64 (torch's float32 GELU rounded: 0.523), 0.14% of values not correctly
+//   rounded (torch's: 0.02%). Under -3 both round the same float32 difference 1/2 - q, and so does torch.
+// Why not erff: ~16 instructions instead of ~28 (erff merges two polynomials with selects); GELU is the costliest
+// op of most chains, and a fused epilogue's chain is time in which no MMA runs (docs/perf-notes.md, item 24).
+// Specials: Phi(inf) = 1, Phi(-inf) = 0, NaN stays NaN (min drops a NaN, v * v keeps it); v * v = inf makes q = 0,
+// and under -5.5 the result is 0 (q rounds away against 1/2), as torch's 1 + erf rounds to 0.
+template <Precision P = Precision::kFloat32>
 __device__ __forceinline__ float normal_cdf(float v) {
-  constexpr float kR[] = {-1.f, -1.15110576f, 0.262142599f, -0.0525050275f, 0.00707547227f, -0.000145870406f,
-                          -0.000182547534f, 3.86207466e-05f, -2.77205049e-06f};
   constexpr float kMinusHalfLog2e = -0.72134752044448170368f;  // -1 / (2 ln 2)
   const float t = fminf(fabsf(v), 5.6f);
-  float r = kR[8];
+  float r;
+  if constexpr (P == Precision::kBFloat16) {
+    constexpr float kR[] = {-1.00001335f, -1.15077913f,    0.260954529f,
+                            -0.0511841364f, 0.00675109681f, -0.000419025542f};
+    r = kR[5];
 #pragma unroll
-  for (int i = 7; i >= 0; --i) r = fmaf(r, t, kR[i]);
+    for (int i = 4; i >= 0; --i) r = fmaf(r, t, kR[i]);
+  } else {
+    constexpr float kR[] = {-1.f, -1.15110576f, 0.262142599f, -0.0525050275f, 0.00707547227f, -0.000145870406f,
+                            -0.000182547534f, 3.86207466e-05f, -2.77205049e-06f};
+    r = kR[8];
+#pragma unroll
+    for (int i = 7; i >= 0; --i) r = fmaf(r, t, kR[i]);
+  }
   const float q = exp2_approx(fmaf(kMinusHalfLog2e, v * v, r));
   return 0.5f + copysignf(0.5f - q, v);
 }
 
-// torch's exact GELU, v/2 (1 + erf(v / sqrt 2)) = v Phi(v). Accuracy, float32 emulation of this code against
-// float64, by range of v (max relative error, ours / torch's float32 GELU on the CPU): [-5,-4) 5.8e-2 / 4.9e-2
-// (values under 1.3e-4), [-4,-3) 6.2e-4 / 9.3e-4, [-3,-2) 1.3e-5 / 6.3e-5, [-1,1) 3.0e-7 / 6.9e-7, [1,12) 1.3e-7 /
-// 1.9e-7; under -5.5 both give -0. Specials as torch's: gelu(inf) = inf, gelu(-inf) = -inf * 0 = NaN, NaN stays NaN.
-__device__ __forceinline__ float gelu(float v) { return v * normal_cdf(v); }
+// torch's exact GELU, v/2 (1 + erf(v / sqrt 2)) = v Phi(v). Accuracy of the kFloat32 form, float32 emulation of this
+// code against float64, by range of v (max relative error, ours / torch's float32 GELU on the CPU): [-5,-4) 5.8e-2 /
+// 4.9e-2 (values under 1.3e-4), [-4,-3) 6.2e-4 / 9.3e-4, [-3,-2) 1.3e-5 / 6.3e-5, [-1,1) 3.0e-7 / 6.9e-7, [1,12)
+// 1.3e-7 / 1.9e-7; under -5.5 both give -0. Specials as torch's: gelu(inf) = inf, gelu(-inf) = -inf * 0 = NaN,
+// NaN stays NaN. The kBFloat16 form: normal_cdf's.
+template <Precision P>
+__device__ __forceinline__ float gelu(float v) { return v * normal_cdf<P>(v); }
 
 // torch's tanh GELU, v/2 (1 + tanh(u)), u = sqrt(2/pi) (v + 0.044715 v^3), as v sigmoid(2u) = v / (1 + e^-2u):
 // the same value without tanhf (~7 instructions instead of ~23) and without the cancellation of 1 + tanh(u) for
@@ -88,11 +110,40 @@ __device__ __forceinline__ float gelu_tanh(float v) {
   return v * reciprocal_of_denominator(1.f + exp2_approx(minus_2u_log2e));
 }
 
+// e^-v. kBFloat16: 2^(-v log2 e) by the hardware (2 instructions instead of expf's 9): exp2_approx's ~2 ulp plus
+// the product's rounding carried into the exponent, |v| 2^-24 relative (under 2^-17 wherever e^-v is a normal
+// float32; silu and sigmoid need only 1 + e^-v).
+template <Precision P>
+__device__ __forceinline__ float exp_of_minus(float v) {
+  if constexpr (P == Precision::kBFloat16) {
+    return exp2_approx(v * -1.44269504088896340736f);
+  } else {
+    return expf(-v);
+  }
+}
+
+// tanh. kBFloat16: the hardware's (MUFU.TANH, 1 instruction instead of tanhf's 17), relative error at most 2^-10.99
+// (PTX ISA, tanh.approx.f32): tanh(+-inf) = +-1, NaN stays NaN, subnormal inputs kept.
+template <Precision P>
+__device__ __forceinline__ float tanh(float v) {
+  if constexpr (P == Precision::kBFloat16) {
+    float r;
+    asm("tanh.approx.f32 %0, %1;" : "=f"(r) : "f"(v));
+    return r;
+  } else {
+    return tanhf(v);
+  }
+}
+
 // torch: v / (1 + exp(-v)), and 1 / (1 + exp(-v)). Same NaN/inf results: -inf * 0 is NaN as -inf / inf is.
-__device__ __forceinline__ float silu(float v) { return v * reciprocal_of_denominator(1.f + expf(-v)); }
-__device__ __forceinline__ float sigmoid(float v) { return reciprocal_of_denominator(1.f + expf(-v)); }
-__device__ __forceinline__ float tanh(float v) { return tanhf(v); }
-__device__ __forceinline__ float mish(float v) { return v * tanhf(log1pf(expf(v))); }
+template <Precision P>
+__device__ __forceinline__ float silu(float v) { return v * reciprocal_of_denominator(1.f + exp_of_minus<P>(v)); }
+template <Precision P>
+__device__ __forceinline__ float sigmoid(float v) { return reciprocal_of_denominator(1.f + exp_of_minus<P>(v)); }
+// The tanh of softplus(v) >= 0 in its kBFloat16 form too; softplus itself stays log1pf(expf(v)), whose value for
+// v << 0 (e^v, down to 1e-38) no shortcut keeps.
+template <Precision P>
+__device__ __forceinline__ float mish(float v) { return v * tanh<P>(log1pf(expf(v))); }
 
 __device__ __forceinline__ float softplus(float v, float beta, float threshold) {
   return v * beta > threshold ? v : log1pf(expf(v * beta)) / beta;

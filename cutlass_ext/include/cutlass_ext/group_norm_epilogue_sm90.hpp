@@ -177,7 +177,7 @@ struct GroupNormEpilogue : WrappedEpilogue<Base, GroupNormEpilogueParams> {
       cutlass::Array<float, kValues> v;
       CUTLASS_PRAGMA_UNROLL
       for (int i = 0; i < kValues; ++i) v[i] = accumulators(i);
-      apply_chain_by_chunks<16>(norm.pre, v, feature);
+      apply_chain_by_chunks<precision_for<Element>, 16>(norm.pre, v, feature);
       CUTLASS_PRAGMA_UNROLL
       for (int i = 0; i < kValues; ++i) accumulators(i) = v[i];
     }

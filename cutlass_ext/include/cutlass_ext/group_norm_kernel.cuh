@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(kMaxTeam)
       for (int e = 0; e < kVec; ++e) v[j * kVec + e] = (f[e] - mean) * (rstd * gamma[e]) + beta[e];
     }
     const cutlass::Array<float, kValuesPerThread> normalized = v;  // the chain's v0 (residual)
-    apply_chain<kCheapOnly>(program, v, feature_of, [&](int i) { return normalized[i]; });
+    apply_chain<precision_for<T>, kCheapOnly>(program, v, feature_of, [&](int i) { return normalized[i]; });
     CUTLASS_PRAGMA_UNROLL
     for (int j = 0; j < kAccesses; ++j) {
       const int a = member + j * team;

@@ -50,7 +50,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int j = 0; j < kVec; ++j) v[j] += b[j];
   }
   const cutlass::Array<float, kVec> v0 = v;
-  apply_chain(program, v, [&](int j) { return unsigned(col + j); }, [&](int j) { return v0[j]; });
+  apply_chain<precision_for<Element>>(program, v, [&](int j) { return unsigned(col + j); },
+                                      [&](int j) { return v0[j]; });
   Output y;
   static_cast<cutlass::Array<Element, kVec>&>(y) = cutlass::NumericArrayConverter<Element, float, kVec>{}(v);
   *reinterpret_cast<Output*>(out + row * ldo + col) = y;

@@ -110,9 +110,9 @@ struct TileChainEpilogue : WrappedEpilogue<Base, TileChainParams> {
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < kValues; ++i) v[i] = accumulators(i);
     if (tile.chain.reads != 0) {  // uniform: the chain needs feature indices or its input beside its values
-      apply_chain_by_chunks<kChunk>(tile.chain, v, feature);
+      apply_chain_by_chunks<precision_for<Element>, kChunk>(tile.chain, v, feature);
     } else {
-      apply_chain_to_tile<kChunk>(tile.chain, v);
+      apply_chain_to_tile<precision_for<Element>, kChunk>(tile.chain, v);
     }
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < kValues; ++i) accumulators(i) = v[i];
