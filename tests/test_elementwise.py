@@ -187,8 +187,8 @@ def every_value_between(lo, hi, dtype):
 def test_transcendentals_within_one_ulp_of_16_bit_outputs(name, dtype):
     """Each op over every 16-bit input in [-20, 20], element by element: within one ulp of the output dtype from
     float64, or within torch's own error at that element where it is larger (GELU under -3, where torch's float32
-    1 + erf cancels). Holds the bfloat16 forms (MUFU tanh, e^x by ex2, the degree-5 GELU: epilogue_ops.cuh,
-    Precision) to what they promise, and the float16 outputs, which keep the float32 forms."""
+    1 + erf cancels). Holds the 16-bit forms (epilogue_ops.cuh, Precision: for bfloat16 MUFU tanh, e^-v by ex2
+    and the degree-5 GELU; for float16 e^-v by ex2) to what they promise."""
     x = every_value_between(-20.0, 20.0, dtype).cuda()
     epi = Epilogue(name)
     got = run_native(x, epi, out=poisoned(x)).double()

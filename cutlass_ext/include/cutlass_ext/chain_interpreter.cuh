@@ -32,11 +32,12 @@ __device__ __forceinline__ float load_vector_element(const ChainVector& vec, Ind
   }
 }
 
-// The op forms for a chain whose result is rounded to Element (epilogue_ops.cuh, Precision): the bfloat16 ones only
+// The op forms for a chain whose result is rounded to Element (epilogue_ops.cuh, Precision): the 16-bit ones only
 // where nothing but that rounding follows.
 template <class Element>
 constexpr ops::Precision precision_for =
     std::is_same_v<Element, cutlass::bfloat16_t> || std::is_same_v<Element, __nv_bfloat16> ? ops::Precision::kBFloat16
+    : std::is_same_v<Element, cutlass::half_t> || std::is_same_v<Element, __half>           ? ops::Precision::kFloat16
                                                                                             : ops::Precision::kFloat32;
 
 // Which ops an interpreter compiles. A kernel's register count is set by the costliest op its switch holds, whether

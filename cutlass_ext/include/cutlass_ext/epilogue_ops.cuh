@@ -8,12 +8,16 @@
 
 namespace cutlass_ext::ops {
 
-// How exactly an op's math is done. kFloat32: to about torch's float32 result (float32 outputs, and float16 ones,
-// whose rounding step of 2^-11 leaves no room). kBFloat16: only well under a bfloat16 output's rounding step of
-// 2^-8 to 2^-7 (relative): hardware approximations in place of the libm sequences, which cuts the costliest ops'
-// instructions by a third to a half. The GEMM epilogues run the chain in time no MMA runs (docs/perf-notes.md,
-// items 49 and 50). Each kBFloat16 form below states its error; none is above 2^-11, an eighth of the step.
-enum class Precision { kFloat32, kBFloat16 };
+// How exactly an op's math is done, chosen by the output dtype (chain_interpreter.cuh, precision_for):
+// - kFloat32: to about torch's float32 result (float32 outputs).
+// - kBFloat16: only well under a bfloat16 output's rounding step of 2^-8 to 2^-7 (relative): hardware
+//   approximations in place of the libm sequences, which cuts the costliest ops' instructions by a third to a
+//   half. Each form below states its error; none is above 2^-11, an eighth of the step.
+// - kFloat16: float16's step (2^-11 to 2^-10) leaves room only for the e^-v form (2^-17); MUFU.TANH's 2^-11 would
+//   be a whole step, and the degree-5 GELU is off by more than an ulp on v in [-3.5, -3.2].
+// Why: the GEMM epilogues run the chain in time no MMA runs, or beside the MMAs at the cost of their issue slots
+// (docs/perf-notes.md, items 49 and 50).
+enum class Precision { kFloat32, kFloat16, kBFloat16 };
 
 // std::max / std::min as torch's kernels use them: comparison-based, so a NaN first argument propagates
 // (fmaxf/fminf would drop it).
@@ -110,12 +114,12 @@ __device__ __forceinline__ float gelu_tanh(float v) {
   return v * reciprocal_of_denominator(1.f + exp2_approx(minus_2u_log2e));
 }
 
-// e^-v. kBFloat16: 2^(-v log2 e) by the hardware (2 instructions instead of expf's 9): exp2_approx's ~2 ulp plus
-// the product's rounding carried into the exponent, |v| 2^-24 relative (under 2^-17 wherever e^-v is a normal
-// float32; silu and sigmoid need only 1 + e^-v).
+// e^-v. kBFloat16 and kFloat16: 2^(-v log2 e) by the hardware (2 instructions instead of expf's 9): exp2_approx's
+// ~2 ulp plus the product's rounding carried into the exponent, |v| 2^-24 relative (under 2^-17 wherever e^-v is a
+// normal float32; silu and sigmoid need only 1 + e^-v).
 template <Precision P>
 __device__ __forceinline__ float exp_of_minus(float v) {
-  if constexpr (P == Precision::kBFloat16) {
+  if constexpr (P != Precision::kFloat32) {
     return exp2_approx(v * -1.44269504088896340736f);
   } else {
     return expf(-v);
