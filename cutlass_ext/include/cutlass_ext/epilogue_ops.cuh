@@ -14,7 +14,7 @@ namespace cutlass_ext::ops {
 //   approximations in place of the libm sequences, which cuts the costliest ops' instructions by a third to a
 //   half. Each form below states its error; none is above 2^-11, an eighth of the step.
 // - kFloat16: float16's step (2^-11 to 2^-10) leaves room only for the e^-v form (2^-17); MUFU.TANH's 2^-11 would
-//   be a whole step, and the degree-5 GELU is off by more than an ulp on v in [-3.5, -3.2].
+//   be a whole step, and the degree-5 GELU, emulated, is off by more than an ulp at 62 inputs in [-3.5, -3.2].
 // Why: the GEMM epilogues run the chain in time no MMA runs, or beside the MMAs at the cost of their issue slots
 // (docs/perf-notes.md, items 49 and 50).
 enum class Precision { kFloat32, kFloat16, kBFloat16 };
